@@ -1,0 +1,8 @@
+"""failoverd: automatic OVHcloud Additional IP failover."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("failoverd")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,1 @@
+"""decide: not yet built."""

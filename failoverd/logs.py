@@ -1,0 +1,1 @@
+"""logs: not yet built."""

@@ -1,0 +1,1 @@
+"""ovhapi: not yet built."""

@@ -1,0 +1,1 @@
+"""preflight: not yet built."""

@@ -1,0 +1,1 @@
+"""The OVH API simulator and the demo."""

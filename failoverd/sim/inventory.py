@@ -1,0 +1,1 @@
+"""sim.inventory: not yet built."""

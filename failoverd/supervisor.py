@@ -1,0 +1,1 @@
+"""supervisor: not yet built."""
