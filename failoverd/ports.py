@@ -63,6 +63,14 @@ class OvhApi(Protocol):
 
     async def task_status(self, ticket: MoveTicket) -> TaskStatus: ...
 
+    async def find_move_task(self, block: Block, target: str) -> MoveTicket | None:
+        """The move task of `block` towards `target` that is not terminal, if any.
+
+        Used after a crash between "journal says submitting" and "journal has the task id":
+        the POST may or may not have reached OVH, and it must never be sent twice.
+        """
+        ...
+
     async def wait_for_move(self, ticket: MoveTicket, *, deadline: float) -> MoveOutcome:
         """Poll the task with backoff until terminal, then verify routedTo == target.
 
