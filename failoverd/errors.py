@@ -108,3 +108,11 @@ class MoveRefused(FailoverdError):
     def __init__(self, message: str, *, status: int) -> None:
         self.status = status
         super().__init__(message)
+
+
+class MoveSubmissionUnknown(OvhTransientError):
+    """A move POST failed in a way that may have reached OVH (timeout, reset, 5xx).
+
+    The move may be in flight: follow it with ``OvhApi.find_move_task`` / ``block_info``
+    before sending it again or moving the block elsewhere.
+    """
