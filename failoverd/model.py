@@ -226,3 +226,65 @@ class HistoryEntry:
     message: str  # the reason sentence
     move_id: str | None = None
     details: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- journal
+# Appended by the engine: what the journal (failoverd.journal) stores and gives back.
+
+JournalStep = Literal[
+    "planned",  # decided and written down; nothing sent yet
+    "submitting",  # the POST is about to be sent (or was, without an answer)
+    "submitted",  # OVH answered with a task id
+    "task_done",  # the task reached `done`
+    "verified",  # routedTo == target: the block moved
+    "failed",  # this block did not move to this target (reason says why)
+    "abandoned",  # never sent (veto, restart before the POST, shutdown)
+    "dry_run",  # would have been sent
+]
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """The latest journaled step of one block of a move towards one target."""
+
+    block: str
+    target: str
+    step: JournalStep
+    at: float  # wall-clock epoch seconds
+    task_id: int | None = None
+    via: Literal["dedicated", "ip"] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JournaledMove:
+    """A move as written in the journal (one id, possibly several targets tried in order)."""
+
+    move_id: str
+    group: str
+    trigger: Trigger
+    target: str  # the first target chosen
+    blocks: tuple[str, ...]
+    dry_run: bool
+    created: float  # wall-clock epoch seconds
+    reason: str
+    result: str | None = None  # success | partial | failed | abandoned | vetoed; None = open
+    finished: float | None = None
+    steps: tuple[BlockStep, ...] = ()  # latest step per (block, target), oldest first
+
+
+@dataclass(frozen=True)
+class PersistedGroup:
+    """The part of a group's engine state that must survive a restart."""
+
+    cooldown_until: float = 0.0  # wall
+    paused: bool = False
+    pause_until: float | None = None  # wall
+    pause_reason: str | None = None
+    last_move_at: float | None = None  # wall
+
+
+@dataclass(frozen=True)
+class PersistedState:
+    groups: Mapping[str, PersistedGroup]
+    failovers: tuple[float, ...] = ()  # wall times of automatic failovers

@@ -7,8 +7,8 @@ the engine), ``supervisor.Supervisor`` (Engine). Tests may substitute real fakes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Literal, Protocol
 
 from failoverd.model import (
     BlockInfo,
@@ -16,9 +16,12 @@ from failoverd.model import (
     GroupView,
     HealthChange,
     HistoryEntry,
+    JournaledMove,
+    JournalStep,
     MoveAccepted,
     MoveOutcome,
     MoveTicket,
+    PersistedState,
     Phase,
     ServerHealth,
     ServiceInfo,
@@ -115,3 +118,70 @@ class Engine(Protocol):
     async def resume(self, group: str) -> GroupView: ...
 
     async def history(self, group: str | None, limit: int) -> list[HistoryEntry]: ...
+
+
+class Journal(Protocol):
+    """The durable record of moves, decisions and engine state (``journal.Journal``).
+
+    Every write is durable when the call returns: a move is written before it is
+    submitted and after each step, so a restart can follow it instead of repeating it.
+    Times are wall-clock epoch seconds, passed in by the caller.
+    """
+
+    async def create_move(self, move: JournaledMove) -> None:
+        """Record a new move and a `planned` step for each of its blocks towards its target."""
+
+    async def step(
+        self,
+        move_id: str,
+        block: str,
+        target: str,
+        step: JournalStep,
+        *,
+        at: float,
+        task_id: int | None = None,
+        via: Literal["dedicated", "ip"] | None = None,
+        reason: str | None = None,
+    ) -> None: ...
+
+    async def finish_move(self, move_id: str, result: str, *, at: float, reason: str) -> None: ...
+
+    async def unfinished_moves(self) -> list[JournaledMove]: ...
+
+    async def get_move(self, move_id: str) -> JournaledMove | None: ...
+
+    async def record(
+        self,
+        kind: str,
+        message: str,
+        *,
+        at: float,
+        group: str | None = None,
+        move_id: str | None = None,
+        details: Mapping[str, str | int | float | bool | None] | None = None,
+    ) -> None:
+        """One history line: decision | blocked | drift | pause | resume | reload | ..."""
+
+    async def history(self, group: str | None, limit: int) -> list[HistoryEntry]:
+        """The latest `limit` entries (of `group`, or all), oldest first."""
+        ...
+
+    async def load_state(self) -> PersistedState | None: ...
+
+    async def save_state(self, state: PersistedState, *, at: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Hooks(Protocol):
+    """Operator hooks around a move (``hooks.Hooks``)."""
+
+    async def pre(self, argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+        """Run the veto hook: None to go ahead, or the reason of the veto."""
+        ...
+
+    def post(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start the notification hook and return at once; it never blocks a move."""
+
+    async def close(self) -> None:
+        """Kill and reap post hooks still running."""

@@ -1,0 +1,1 @@
+"""hooks: operator hooks around a move (being built)."""
