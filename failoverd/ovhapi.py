@@ -619,10 +619,10 @@ class OvhClient:
                 last_error = exc
             if last is not None and last_error is None and last.state.terminal:
                 break
-            now = loop.time()
-            if now + interval >= deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise self._move_deadline(what, last, last_error)
-            await asyncio.sleep(interval)  # polling cadence, not synchronisation
+            await asyncio.sleep(min(interval, remaining))  # polling cadence, not synchronisation
             interval = min(interval * 1.5, self._tuning.poll_max)
         task_done = loop.time()
         if last.state is not TaskState.DONE:
@@ -974,11 +974,14 @@ class OvhClient:
 
         def finished(done: Future[_Answer]) -> None:
             # Runs on the worker thread (or here when cancelled before starting).
-            if not done.cancelled():
-                answer = done.result()
-                code = str(answer.status) if answer.status is not None else "error"
-                loop.call_soon_threadsafe(self._record, route, method, code, answer.duration)
-            loop.call_soon_threadsafe(gate.release)
+            try:
+                if not done.cancelled():
+                    answer = done.result()
+                    code = str(answer.status) if answer.status is not None else "error"
+                    loop.call_soon_threadsafe(self._record, route, method, code, answer.duration)
+                loop.call_soon_threadsafe(gate.release)
+            except RuntimeError:
+                pass  # the loop is closed: an answer that came after shutdown has no reader
 
         cfut.add_done_callback(finished)
         try:
