@@ -44,7 +44,7 @@ class GroupState:
     pause_until: float | None = None  # None = until resumed
     pause_reason: str | None = None
     moving: str | None = None  # move id while a move of the group is in flight
-    degraded: str | None = None  # why no candidate could take over (None = not degraded)
+    degraded: str | None = None  # why the down holder is not being replaced (None = it is fine)
     blocked: BlockedReason | None = None  # last Blocked reason emitted (emit only on change)
     reason: str = ""  # the latest decision sentence for this group
     # Appended by the core (defaults keep the shared contract):
@@ -288,7 +288,7 @@ def _why_not(
     if sp is not None and sp.capacity is not None and server != group.primary:
         held = holds.get(server, 0)
         if held >= sp.capacity:
-            return f"at capacity ({held} of {sp.capacity})"
+            return f"at capacity ({held} of {sp.capacity} groups)"
     service = obs.services.get(server)
     if service is not None:
         for block in group.blocks:
@@ -343,7 +343,7 @@ def _move_sentence(
     sentence = f"{phrase}; moving {_plural(n, 'block')} "
     sentence += f"from {source} to {target}" if source else f"to {target}"
     skipped = _skipped(considered)
-    return f"{sentence} (skipped {skipped})" if skipped else sentence
+    return f"{sentence}; skipped {skipped}" if skipped else sentence
 
 
 def _cooldown_message(name: str, gs: GroupState, now: float) -> str:
@@ -464,6 +464,10 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
                             holds[target] = holds.get(target, 0) + 1
             if blocked is not None:
                 reason = blocked.message
+                if degraded is None and blocked.reason != "paused" and want is not None:
+                    # The holder is down and nothing will be done about it: that pages, like
+                    # a missing candidate does (a pause is the operator's own choice).
+                    degraded = blocked.message if want[0] == "auto" else None
             if move is not None:
                 reason = move.reason
 
@@ -524,8 +528,8 @@ def _want(
             f"(up for {human_duration(up_for)} of {human_duration(group.failback.after)})"
         ), None
     if obs.now < gs.cooldown_until:
-        return f"{here}; failback after cooldown: {_cooldown_message(name, gs, obs.now)}", None
-    return "", ("failback", f"primary {group.primary} up for {human_duration(up_for)}")
+        return f"{here}; failback waits: {_cooldown_message(name, gs, obs.now)}", None
+    return "", ("failback", f"failback: primary {group.primary} up for {human_duration(up_for)}")
 
 
 def _summary(
