@@ -482,7 +482,9 @@ class OvhClient:
             except (OvhAuthError, OvhNotFound):
                 raise
             except OvhPermanentError as exc:
-                return Eligibility(False, self._explain_refusal(block, info, exc.message))
+                # OVH's own words, without our "GET /path: " prefix.
+                said = exc.message.partition(": ")[2] or exc.message
+                return Eligibility(False, self._explain_refusal(info, said))
             return Eligibility(True, "eligible")
         # A VPS: only the destination list of the block says whether it may go there.
         if block.prefixlen != block.max_prefixlen:
@@ -684,7 +686,7 @@ class OvhClient:
         extra = f"; last error: {cause}" if isinstance(cause, OvhError) else ""
         return DeadlineExceeded(f"{what} not verified by its deadline ({seen}{extra})")
 
-    def _explain_refusal(self, block: Block, info: ServiceInfo, message: str) -> str:
+    def _explain_refusal(self, info: ServiceInfo, message: str) -> str:
         lowered = message.lower()
         if ("mac" in lowered) and not info.vmac_supported:
             return f"{message} ({info.name} does not support virtual MACs)"
