@@ -24,12 +24,17 @@ from failoverd.decide import (
     Observation,
     Refusal,
     StartMove,
+    apply_policy,
     candidates,
     clock,
     decide,
     holder,
     human_duration,
+    move_finished,
+    move_started,
+    pause,
     plan_manual_move,
+    resume,
     zone_compatible,
 )
 from failoverd.model import Eligibility, GroupStatus, Health, ServerHealth, ServiceInfo
@@ -72,14 +77,16 @@ def make_policy(
     servers: Iterable[str] = SERVERS,
     capacity: Mapping[str, int] | None = None,
     dry_run: bool = False,
-    mass: MassFailure = MassFailure(),
-    max_failovers: MaxFailovers = MaxFailovers(),
+    mass: MassFailure | None = None,
+    max_failovers: MaxFailovers | None = None,
 ) -> Policy:
     caps = capacity or {}
     return Policy(
         api=ApiPolicy(),
         daemon=DaemonPolicy(dry_run=dry_run),
-        guards=GuardsPolicy(mass_failure=mass, max_failovers=max_failovers),
+        guards=GuardsPolicy(
+            mass_failure=mass or MassFailure(), max_failovers=max_failovers or MaxFailovers()
+        ),
         servers={n: ServerPolicy(n, (TcpCheck(n, 22),), capacity=caps.get(n)) for n in servers},
         groups={g.name: g for g in (groups or (group(),))},
     )
@@ -138,8 +145,8 @@ def state(policy: Policy = POLICY, failovers: tuple[float, ...] = (), **web: Any
     return replace(s, groups={**s.groups, "web": GroupState(**web)}, failovers=failovers)
 
 
-def on(server: str, *blocks: str) -> dict[str, str | None]:
-    return {b: server for b in (blocks or BOTH)}
+def on(server: str, *blocks: str) -> Mapping[str, str | None]:
+    return dict.fromkeys(blocks or BOTH, server)
 
 
 def no(reason: str) -> Eligibility:
@@ -180,7 +187,7 @@ MAXF = (
     "automatic moves frozen until 14:10:00Z"
 )
 COOL = "web in cooldown for 9m12s after the move at 13:59:12Z"
-IN_COOLDOWN = {"cooldown_until": NOW + 552, "last_move_at": NOW - 48}
+IN_COOLDOWN: dict[str, Any] = {"cooldown_until": NOW + 552, "last_move_at": NOW - 48}
 GRA = {B1: ("eu-west-gra",), B2: ("eu-west-gra",)}
 FB_AUTO = make_policy(group(failback=FailbackPolicy("auto", after=600)))
 TWO_GROUPS = make_policy(
@@ -754,3 +761,444 @@ def test_two_groups_share_a_standby_of_capacity_one_in_one_cycle() -> None:
             blocks=(B3,),
         ),
     )
+
+
+# --------------------------------------------------------------------------- manual moves
+
+MANUAL = "manual move of web; moving 2 blocks from ns1"
+ManualRow = tuple[str, EngineState, Observation, str, str | None, bool, StartMove | Refusal]
+
+MANUAL_ROWS: list[ManualRow] = [
+    (
+        "to a named standby",
+        state(),
+        obs(),
+        "web",
+        "ns3",
+        False,
+        move("ns3", f"{MANUAL} to ns3", trigger="manual"),
+    ),
+    (
+        "no target: the first eligible standby",
+        state(),
+        obs(down("ns2")),
+        "web",
+        None,
+        False,
+        move(
+            "ns3",
+            f"{MANUAL} to ns3; skipped ns2 down",
+            (("ns2", "down"), ("ns3", "chosen")),
+            trigger="manual",
+        ),
+    ),
+    (
+        "no target from a standby: the primary first",
+        state(),
+        obs(routing=on("ns2")),
+        "web",
+        None,
+        False,
+        move("ns1", "manual move of web; moving 2 blocks from ns2 to ns1", trigger="manual"),
+    ),
+    (
+        "a paused group can still be moved by hand",
+        state(paused=True),
+        obs(),
+        "web",
+        "ns2",
+        False,
+        move("ns2", f"{MANUAL} to ns2", trigger="manual"),
+    ),
+    ("unknown group", state(), obs(), "nope", None, False, Refusal(404, "unknown group nope")),
+    (
+        "unknown target",
+        state(),
+        obs(),
+        "web",
+        "ns9",
+        False,
+        Refusal(404, "ns9 is not a server of group web (primary ns1, standbys ns2, ns3)"),
+    ),
+    (
+        "target down",
+        state(),
+        obs(down("ns2")),
+        "web",
+        "ns2",
+        False,
+        Refusal(422, "cannot move web to ns2: ns2 down"),
+    ),
+    (
+        "target down, even with force",
+        state(),
+        obs(down("ns2")),
+        "web",
+        "ns2",
+        True,
+        Refusal(422, "cannot move web to ns2: ns2 down"),
+    ),
+    (
+        "target ineligible, even with force",
+        state(),
+        obs(eligibility={("ns2", B1): no("not allowed")}),
+        "web",
+        "ns2",
+        True,
+        Refusal(422, "cannot move web to ns2: ns2 cannot take 203.0.113.8/29 (not allowed)"),
+    ),
+    (
+        "target in another zone",
+        state(),
+        obs(services={"ns2": svc("ns2", "ca-east-bhs")}, block_regions=GRA),
+        "web",
+        "ns2",
+        False,
+        Refusal(
+            422, "cannot move web to ns2: ns2 in ca-east-bhs cannot take blocks of eu-west-gra"
+        ),
+    ),
+    (
+        "no candidate at all",
+        state(),
+        obs(down("ns2"), unknown("ns3")),
+        "web",
+        None,
+        False,
+        Refusal(422, "no eligible standby for web: ns2 down, ns3 health unknown"),
+    ),
+    (
+        "cooldown without force",
+        state(**IN_COOLDOWN),
+        obs(),
+        "web",
+        "ns2",
+        False,
+        Refusal(409, f"{COOL}; use --force to move anyway"),
+    ),
+    (
+        "cooldown with force",
+        state(**IN_COOLDOWN),
+        obs(),
+        "web",
+        "ns2",
+        True,
+        move("ns2", f"{MANUAL} to ns2; forced past: {COOL}", trigger="manual", force=True),
+    ),
+    (
+        "guard without force",
+        state(),
+        obs(failing("ns4"), failing("ns5"), failing("ns6")),
+        "web",
+        "ns2",
+        False,
+        Refusal(409, f"{MASS}; use --force to move anyway"),
+    ),
+    (
+        "guard with force",
+        state(),
+        obs(failing("ns4"), failing("ns5"), failing("ns6")),
+        "web",
+        "ns2",
+        True,
+        move("ns2", f"{MANUAL} to ns2; forced past: {MASS}", trigger="manual", force=True),
+    ),
+    (
+        "a move in flight",
+        state(moving="m-1"),
+        obs(),
+        "web",
+        "ns2",
+        True,
+        Refusal(409, "move m-1 of web already in flight"),
+    ),
+    (
+        "already there",
+        state(),
+        obs(),
+        "web",
+        "ns1",
+        False,
+        Refusal(409, "every block of web is already on ns1"),
+    ),
+    (
+        "drift: gather the strays on the named server",
+        state(),
+        obs(routing={B1: "ns1", B2: "ns2"}),
+        "web",
+        "ns1",
+        False,
+        move("ns1", "manual move of web; moving 1 block to ns1", trigger="manual", blocks=(B2,)),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("st", "ob", "name", "to", "force", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in MANUAL_ROWS],
+)
+def test_plan_manual_move(
+    st: EngineState,
+    ob: Observation,
+    name: str,
+    to: str | None,
+    force: bool,
+    expected: StartMove | Refusal,
+) -> None:
+    assert plan_manual_move(st, ob, POLICY, name, to=to, force=force, dry_run=False) == expected
+
+
+def test_manual_dry_run_is_marked() -> None:
+    planned = plan_manual_move(state(), obs(), POLICY, "web", to="ns2", force=False, dry_run=True)
+    assert planned == move("ns2", f"dry run: {MANUAL} to ns2", trigger="manual", dry_run=True)
+
+
+# --------------------------------------------------------------------------- holder, zones
+
+
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [
+        pytest.param(on("ns1"), ("ns1", None), id="all on the primary"),
+        pytest.param(on("ns3"), ("ns3", None), id="all on a standby"),
+        pytest.param({B2: "ns2"}, ("ns2", None), id="only the blocks read so far count"),
+        pytest.param({}, (None, None), id="nothing read yet"),
+        pytest.param(
+            {B1: None, B2: None}, (None, "blocks of web parked (routed to no service)"), id="parked"
+        ),
+        pytest.param(
+            {B1: "ns1", B2: None},
+            (None, "blocks of web routed to ns1 and nowhere (parked)"),
+            id="partly parked",
+        ),
+        pytest.param(
+            {B1: "ns1", B2: "ns2"}, (None, "blocks of web routed to ns1 and ns2"), id="split"
+        ),
+        pytest.param(
+            on("ns9"), (None, "blocks of web routed to ns9, outside the group"), id="outside"
+        ),
+        pytest.param(
+            {B1: "ns2", B2: "ns9"},
+            (None, "blocks of web routed to ns2 and ns9; ns9 outside the group"),
+            id="split and outside",
+        ),
+    ],
+)
+def test_holder(routing: Mapping[str, str | None], expected: tuple[str | None, str | None]) -> None:
+    assert holder(WEB, routing) == expected
+
+
+def test_holder_of_three_servers_names_them_all() -> None:
+    g = group(blocks=(B1, B2, B3))
+    assert holder(g, {B1: "ns1", B2: "ns2", B3: "ns3"}) == (
+        None,
+        "blocks of web routed to ns1, ns2 and ns3",
+    )
+
+
+@pytest.mark.parametrize(
+    ("server", "block", "ok"),
+    [
+        ("eu-west-gra", "eu-west-gra", True),
+        ("eu-west-gra", "eu-west-sbg", True),
+        ("eu-west-rbx", "eu-west-gra", True),
+        ("ca-east-bhs", "eu-west-gra", False),
+        ("eu-west-sbg", "ca-east-bhs", False),
+        ("ca-east-bhs", "ca-east-bhs", True),
+        ("eu-west-lim", "eu-west-gra", False),
+    ],
+)
+def test_zone_compatible(server: str, block: str, ok: bool) -> None:
+    assert zone_compatible(server, block) is ok
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        ("ns1", ("ns2", "ns3")),
+        ("ns2", ("ns1", "ns3")),
+        ("ns3", ("ns1", "ns2")),
+        (None, ("ns1", "ns2", "ns3")),
+    ],
+)
+def test_candidate_order(current: str | None, expected: tuple[str, ...]) -> None:
+    assert candidates(WEB, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.2, "1s"),
+        (45, "45s"),
+        (552, "9m12s"),
+        (600, "10m"),
+        (3600, "1h"),
+        (3900, "1h5m"),
+        (90061, "1d1h1m1s"),
+    ],
+)
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
+
+
+def test_clock_is_utc() -> None:
+    assert clock(NOW + 131) == "14:02:11Z"
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def test_move_lifecycle_in_flight_then_cooldown_then_counted() -> None:
+    d = decide(state(), obs(down("ns1")), POLICY)
+    (planned,) = d.actions
+    assert isinstance(planned, StartMove)
+    s = move_started(d.state, "web", "m-1", NOW, target=planned.target)
+    again = decide(s, obs(down("ns1"), now=NOW + 2), POLICY)
+    assert again.actions == ()
+    assert again.statuses["web"] is M
+    assert again.state.groups["web"].reason == "move m-1 of web to ns2 in flight"
+
+    s = move_finished(
+        again.state, "web", trigger="auto", result="success", now=NOW + 40, cooldown=600
+    )
+    web = s.groups["web"]
+    assert (web.moving, web.moving_to, web.cooldown_until, web.last_move_at) == (
+        None,
+        None,
+        NOW + 640,
+        NOW + 40,
+    )
+    assert s.failovers == (NOW + 40,)
+    after = decide(s, obs(routing=on("ns2"), now=NOW + 41), POLICY)
+    assert after.actions == ()
+    assert after.statuses["web"] is F
+    assert after.state.groups["web"].reason == "web on standby ns2 (up); failback is manual"
+
+
+@pytest.mark.parametrize(
+    ("trigger", "result", "counted"),
+    [
+        ("auto", "success", True),
+        ("auto", "failed", True),  # a failing automatic move still spends the budget
+        ("auto", "partial", True),
+        ("manual", "success", False),
+        ("failback", "success", False),
+    ],
+)
+def test_move_finished_cooldown_always_and_budget_for_auto(
+    trigger: Any, result: Any, counted: bool
+) -> None:
+    s = move_finished(
+        state(moving="m-2"), "web", trigger=trigger, result=result, now=NOW, cooldown=900
+    )
+    assert s.groups["web"].cooldown_until == NOW + 900
+    assert s.groups["web"].moving is None
+    assert s.failovers == ((NOW,) if counted else ())
+
+
+def test_flapping_primary_moves_once_per_cooldown() -> None:
+    """ns1 fails, blocks go to ns2; ns2 then fails within the cooldown: no move back."""
+    s = decide(state(), obs(down("ns1")), POLICY).state
+    s = move_started(s, "web", "m-1", NOW, target="ns2")
+    s = move_finished(s, "web", trigger="auto", result="success", now=NOW + 30, cooldown=600)
+    moves = 0
+    for t in range(60, 630, 30):  # ns2 flaps down every other round; ns1 is back up
+        flap = down("ns2") if (t // 30) % 2 else up("ns2")
+        d = decide(s, obs(flap, routing=on("ns2"), now=NOW + t), POLICY)
+        moves += sum(isinstance(a, StartMove) for a in d.actions)
+        s = d.state
+    assert moves == 0
+    d = decide(s, obs(down("ns2"), routing=on("ns2"), now=NOW + 631), POLICY)
+    assert d.actions == (move("ns1", "standby ns2 down for 3 checks; moving 2 blocks to ns1"),)
+
+
+def test_blocked_is_emitted_once_per_change_of_reason() -> None:
+    s = state(**IN_COOLDOWN)
+    emitted: list[str] = []
+    for ob in [
+        obs(down("ns1")),
+        obs(down("ns1"), now=NOW + 10),  # same reason: silent
+        obs(down("ns1"), failing("ns2"), failing("ns3"), now=NOW + 20),  # guard now
+        obs(down("ns1"), failing("ns2"), failing("ns3"), now=NOW + 30),
+        obs(down("ns1"), now=NOW + 40),  # back to cooldown
+        obs(now=NOW + 50),  # holder up again: nothing blocked
+        obs(down("ns1"), now=NOW + 60),  # blocked by cooldown again: said again
+    ]:
+        d = decide(s, ob, POLICY)
+        emitted += [a.reason for a in d.actions if isinstance(a, Blocked)]
+        s = d.state
+    assert emitted == ["cooldown", "guard", "cooldown", "cooldown"]
+
+
+def test_guards_are_in_the_state_and_the_summary() -> None:
+    d = decide(state(), obs(failing("ns4"), failing("ns5"), failing("ns6")), POLICY)
+    assert dict(d.state.guards) == {"mass_failure": MASS}
+    assert d.reason == f"no action: 1 group (1 nominal); {MASS}"
+    cleared = decide(d.state, obs(now=NOW + 2), POLICY)
+    assert dict(cleared.state.guards) == {}
+    assert cleared.reason == "no action: 1 group (1 nominal)"
+
+
+def test_summary_names_each_action() -> None:
+    d = decide(state(TWO_GROUPS), obs(down("ns1"), routing={**on("ns1"), B3: "ns9"}), TWO_GROUPS)
+    assert d.reason == (
+        f"web: {DOWN3}; moving 2 blocks to ns2; db: blocks of db routed to ns9, outside the group"
+    )
+
+
+def test_max_failovers_window_slides() -> None:
+    s = state()
+    for i in range(5):
+        s = move_finished(
+            s, "other", trigger="auto", result="success", now=NOW + i * 600, cooldown=0
+        )
+    # five automatic failovers at +0 … +40m; the limit is 5 per hour
+    last = NOW + 2400
+    frozen = decide(s, obs(down("ns1"), now=last + 60), POLICY)
+    assert [type(a) for a in frozen.actions] == [Blocked]
+    assert frozen.state.guards["max_failovers"] == (
+        "max failovers: 5 automatic failovers in the last 1h (limit 5); "
+        "automatic moves frozen until 15:00:00Z"
+    )
+    still = decide(frozen.state, obs(down("ns1"), now=NOW + 3599), POLICY)
+    assert "max_failovers" in still.state.guards
+    freed = decide(still.state, obs(down("ns1"), now=NOW + 3600), POLICY)
+    assert "max_failovers" not in freed.state.guards
+    assert freed.state.failovers == tuple(NOW + i * 600 for i in range(1, 5))
+    assert [type(a) for a in freed.actions] == [StartMove]
+
+
+def test_pause_with_expiry_then_resume() -> None:
+    s = pause(state(), "web", now=NOW, duration=1800, reason="kernel upgrade")
+    web = s.groups["web"]
+    assert (web.paused, web.pause_until, web.pause_reason) == (True, NOW + 1800, "kernel upgrade")
+    d = decide(s, obs(down("ns1"), now=NOW + 1799), POLICY)
+    assert d.actions == (
+        Blocked(
+            "web", "paused", f"{DOWN3}, not moving; web paused until 14:30:00Z (kernel upgrade)"
+        ),
+    )
+    d = decide(d.state, obs(down("ns1"), now=NOW + 1800), POLICY)
+    assert d.state.groups["web"].paused is False
+    assert [type(a) for a in d.actions] == [StartMove]
+
+    s = resume(pause(state(), "web", now=NOW, duration=None, reason=None), "web")
+    assert s.groups["web"] == GroupState()
+
+
+def test_apply_policy_keeps_remaining_groups_adds_and_drops() -> None:
+    s = replace(
+        state(TWO_GROUPS, cooldown_until=NOW + 60, paused=True),
+        failovers=(NOW,),
+    )
+    reloaded = make_policy(group(), group("mail", primary="ns5", standbys=("ns6",), blocks=(B3,)))
+    s2 = apply_policy(s, reloaded)
+    assert list(s2.groups) == ["web", "mail"]
+    assert s2.groups["web"] == s.groups["web"]
+    assert s2.groups["mail"] == GroupState()
+    assert s2.failovers == (NOW,)
+
+
+def test_initial_state_has_one_group_state_per_group() -> None:
+    assert dict(EngineState.initial(TWO_GROUPS).groups) == {"web": GroupState(), "db": GroupState()}
