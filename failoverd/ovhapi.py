@@ -826,8 +826,88 @@ class OvhClient:
     async def _find_move_task(
         self, block: Block, target: str, priority: Priority, deadline: float
     ) -> MoveTicket | None:
-        # /ip/{ip}/task tells the destination of each move; it lists moves sent through
-        # either route.
+        found = await self._find_ip_move_task(block, target, priority, deadline)
+        if found is not None:
+            return found
+        info = await self._service_info(target, priority, deadline)
+        if info.kind != "dedicated":
+            return None
+        return await self._find_dedicated_move_task(block, target, priority, deadline)
+
+    async def _find_dedicated_move_task(
+        self, block: Block, target: str, priority: Priority, deadline: float
+    ) -> MoveTicket | None:
+        """A pending ipMove task on `target` that is this block's.
+
+        A dedicated.server.Task does not name its IP. A task whose comment names the block
+        is taken at once; otherwise a single pending ipMove task on the target is taken
+        only if OVH confirms that the block has a move pending (it refuses another one with
+        TaskAlreadyExists). Several unattributable tasks: a transient error, since which one
+        is ours becomes clear when they end.
+        """
+        seg = quote(target, safe="")
+        address = str(block.network_address)
+        candidates: list[int] = []
+        for state in PENDING_STATES:
+            ids = await self._call(
+                "GET",
+                "/dedicated/server/{serviceName}/task",
+                f"/dedicated/server/{seg}/task",
+                params={"function": "ipMove", "status": state.value},
+                priority=priority,
+                deadline=deadline,
+            )
+            for task_id in sorted(_int_list(ids), reverse=True):
+                route = "/dedicated/server/{serviceName}/task/{taskId}"
+                try:
+                    data = await self._call(
+                        "GET",
+                        route,
+                        f"/dedicated/server/{seg}/task/{task_id}",
+                        priority=priority,
+                        deadline=deadline,
+                    )
+                except OvhNotFound:
+                    continue
+                status = _parse_task(data, task_id, route)
+                if status.state.terminal:
+                    continue
+                ticket = MoveTicket(block=block, target=target, via="dedicated", task_id=task_id)
+                if status.comment and (
+                    block_str(block) in status.comment or address in status.comment.split()
+                ):
+                    return ticket
+                candidates.append(task_id)
+        if not candidates:
+            return None
+        if len(candidates) > 1:
+            raise OvhTransientError(
+                f"{len(candidates)} pending ipMove tasks on {target} ({candidates}); cannot "
+                f"tell which one moves {block_str(block)} until they end",
+                route="/dedicated/server/{serviceName}/task",
+            )
+        try:
+            await self._call(
+                "GET",
+                "/dedicated/server/{serviceName}/ipCanBeMovedTo",
+                f"/dedicated/server/{seg}/ipCanBeMovedTo",
+                params={"ip": block_str(block)},
+                priority=priority,
+                deadline=deadline,
+            )
+        except (OvhAuthError, OvhNotFound):
+            raise
+        except OvhPermanentError as exc:
+            if "TaskAlreadyExists" in (exc.error_class or "") or "pending" in exc.message:
+                return MoveTicket(
+                    block=block, target=target, via="dedicated", task_id=candidates[0]
+                )
+        return None
+
+    async def _find_ip_move_task(
+        self, block: Block, target: str, priority: Priority, deadline: float
+    ) -> MoveTicket | None:
+        # ip.IpTask names its destination: a match is certain.
         ip_seg = _quoted(block)
         for state in PENDING_STATES:
             ids = await self._call(
