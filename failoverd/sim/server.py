@@ -1098,7 +1098,7 @@ async def start_simulator(
     # A short shutdown timeout: close() must not wait for a deliberately slow answer.
     runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=0.2)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=0.2)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except OSError as exc:
