@@ -956,13 +956,17 @@ class OvhClient:
         if params:
             path = f"{path}?{urlencode(params)}"
         attempt = 0
+        last: OvhTransientError | None = None
         while True:
             attempt += 1
             try:
                 return await self._attempt(method, route, path, body, priority, deadline)
-            except OvhTransientError as exc:
-                if isinstance(exc, DeadlineExceeded):
+            except DeadlineExceeded as exc:
+                if last is None:
                     raise
+                raise self._gave_up(method, path, route, attempt - 1, last) from exc
+            except OvhTransientError as exc:
+                last = exc
                 if not resend and not isinstance(exc, _NotSentError):
                     raise MoveSubmissionUnknown(
                         exc.message,
@@ -980,14 +984,21 @@ class OvhClient:
                     attempt=attempt,
                 )
                 if not await self._backoff(attempt, deadline):
-                    raise DeadlineExceeded(
-                        f"{method} {_display(path)}: gave up at the deadline after "
-                        f"{attempt} attempt(s); last error: {exc}",
-                        route=route,
-                        http_status=exc.http_status,
-                        error_class=exc.error_class,
-                        query_id=exc.query_id,
-                    ) from exc
+                    raise self._gave_up(method, path, route, attempt, exc) from exc
+
+    @staticmethod
+    def _gave_up(
+        method: str, path: str, route: str, attempts: int, last: OvhTransientError
+    ) -> DeadlineExceeded:
+        """The deadline passed while retrying: say so, with the last error's details."""
+        return DeadlineExceeded(
+            f"{method} {_display(path)}: gave up at the deadline after {attempts} "
+            f"failed attempt(s); last error: {last.message}",
+            route=route,
+            http_status=last.http_status,
+            error_class=last.error_class,
+            query_id=last.query_id,
+        )
 
     async def _attempt(
         self,
