@@ -370,11 +370,12 @@ def _parse(data: object, file: str) -> Inventory:
                         c.add(b, "cidr", f"{path}.cidr", f"overlaps block {other_cidr}")
                 networks.append((net, cidr))
         routed_to = b.get("routed_to")
+        bad_routing = False
         if routed_to in ("", None):
             routed_to = None
         elif not isinstance(routed_to, str) or routed_to not in by_name:
             c.add(b, "routed_to", f"{path}.routed_to", f"unknown server {routed_to!r}")
-            routed_to = None
+            routed_to, bad_routing = None, True
         vmacs_raw = b.get("vmacs", [])
         vmacs: list[str] = []
         if not isinstance(vmacs_raw, list):
@@ -388,7 +389,7 @@ def _parse(data: object, file: str) -> Inventory:
         region = _str(c, b, "region", path, required=False)
         if not region and routed_to is not None:
             region = by_name[routed_to].region
-        if not region and "region" not in b and cidr:
+        if not region and "region" not in b and cidr and not bad_routing:
             c.add(b, None, f"{path}.region", "is required for a block that is parked")
         blocks.append(SimBlock(cidr, routed_to, tuple(vmacs), region))
 
