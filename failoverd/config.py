@@ -360,6 +360,7 @@ class _Reader:
         self.problems: list[Problem] = []
         self.secret_keys: set[int] = set()
         self.dup_checked: set[int] = set()
+        self.check_where: dict[int, tuple[Node, str]] = {}  # id(check) -> its target node
         self._constructor = yaml.SafeLoader("")
 
     # ---------------------------------------------------------------- problems
@@ -493,6 +494,9 @@ class _Reader:
             return None
         if value is None and nullable:
             return None
+        if isinstance(value, float) and math.isfinite(value):
+            self.add(node, path, f"expected a whole number, got {value:g}")
+            return None
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(node, path, f"expected a whole number, got {_what(node, value)}")
             return None
@@ -528,7 +532,7 @@ class _Reader:
             return None
         if isinstance(value, str) and value.lower() in choices:
             return value.lower()
-        listed = " or ".join(choices)
+        listed = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
         if isinstance(value, str):
             self.add(node, path, f"must be {listed}, got {value!r}")
         else:
@@ -1023,7 +1027,10 @@ class _Reader:
                 check = ExecCheck(argv=argv, timing=timing)
         else:
             check = self.read_http(m, target, tpath, timing)
-        return check if ok else None
+        if check is None or not ok:
+            return None
+        self.check_where[id(check)] = (target.value, tpath)
+        return check
 
     @staticmethod
     def valid_host(host: str) -> bool:
@@ -1112,18 +1119,22 @@ class _Reader:
 
     def read_servers(
         self, top: _Map, timing: CheckTiming
-    ) -> tuple[list[tuple[ServerPolicy, _Entry]] | None, dict[str, _Entry]]:
-        """The valid servers, and every *named* server (valid or not) for reference checks."""
+    ) -> tuple[list[tuple[ServerPolicy, _Entry]] | None, dict[str, _Entry] | None]:
+        """The valid servers, and every *named* server (valid or not) for reference checks.
+
+        Without a usable servers: section there is nothing to check references against
+        (None): its own problem says so, once.
+        """
         entry = top.get("servers")
         if entry is None:
             self.add(top.line, "servers", "missing: every server named by a group goes here")
-            return None, {}
+            return None, None
         m = self.mapping(entry.value, "servers", entry.line, None, null_ok=False)
         if m is None:
-            return None, {}
+            return None, None
         if not m.entries:
             self.add(entry.key_node, "servers", "no servers defined")
-            return None, {}
+            return None, None
         servers: list[tuple[ServerPolicy, _Entry]] = []
         defined: dict[str, _Entry] = {}
         ok = True
@@ -1201,7 +1212,7 @@ class _Reader:
     def read_groups(
         self,
         top: _Map,
-        defined: dict[str, _Entry],
+        defined: dict[str, _Entry] | None,
         cooldown: float,
         failback: FailbackPolicy,
     ) -> dict[str, GroupPolicy] | None:
@@ -1242,7 +1253,7 @@ class _Reader:
         name: str,
         entry: _Entry,
         path: str,
-        defined: dict[str, _Entry],
+        defined: dict[str, _Entry] | None,
         cooldown: float,
         failback: FailbackPolicy,
         seen_blocks: list[tuple[Block, str, int]],
@@ -1343,13 +1354,15 @@ class _Reader:
         )
 
     def server_defined(
-        self, server: str, node: Node, path: str, defined: dict[str, _Entry]
+        self, server: str, node: Node, path: str, defined: dict[str, _Entry] | None
     ) -> bool:
+        if defined is None:
+            return False  # no servers: section to look in; reported there
         if server in defined:
             return True
         close = difflib.get_close_matches(server, list(defined), n=1, cutoff=0.8)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        self.add(node, path, f"server {server!r} is not defined under servers:{hint}")
+        self.add(node, path, f"server {server!r} is not defined in servers{hint}")
         return False
 
     def read_block(
@@ -1409,7 +1422,7 @@ class _Reader:
         groups: dict[str, GroupPolicy],
     ) -> None:
         """A check aimed at a failover block would follow the block to the standby."""
-        for server, entry in servers:
+        for server, _ in servers:
             for check in server.checks:
                 host = _check_host(check)
                 if host is None:
@@ -1421,9 +1434,10 @@ class _Reader:
                 for group in groups.values():
                     for block in group.blocks:
                         if address in block:
+                            node, path = self.check_where[id(check)]
                             self.add(
-                                entry.key_node,
-                                f"servers.{server.name}",
+                                node,
+                                path,
                                 f"a check targets {address}, inside block {block_str(block)} of "
                                 f"group {group.name}; after a move that address answers from "
                                 "the standby, so check the server's own address",
