@@ -32,7 +32,7 @@ from failoverd.policy import DaemonPolicy, Policy
 REQUEST_TIMEOUT = 10.0
 POLL_INTERVAL = 0.5  # seconds between progress polls of a move
 DEFAULT_MOVE_WAIT = 360.0  # without a policy: OVH's 5-minute budget plus verification
-FINAL_RESULTS = ("success", "partial", "failed")
+OK_RESULTS = ("success", "dry_run")  # anything else (partial, failed, vetoed...) exits 1
 
 
 class DaemonUnreachable(FailoverdError):
@@ -290,7 +290,7 @@ def move(
             )
         sleep(poll)
     result = _result_of(entries) or ("success" if accepted.get("dry_run") else "unknown")
-    ok = result == "success"
+    ok = result in OK_RESULTS
     if as_json:
         printer.json({"accepted": accepted, "result": result, "entries": entries})
     else:
@@ -306,11 +306,12 @@ def move(
 
 
 def _result_of(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """The journal closes a move with a "move" entry whose details carry its result."""
     for entry in reversed(entries):
         details = entry.get("details") or {}
         result = details.get("result") if isinstance(details, Mapping) else None
-        if result in FINAL_RESULTS:
-            return str(result)
+        if entry.get("kind") == "move" and isinstance(result, str) and result:
+            return result
     return None
 
 
