@@ -10,7 +10,7 @@ supervisor persists this state.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -26,7 +26,7 @@ from failoverd.model import (
     ServiceInfo,
     Trigger,
 )
-from failoverd.policy import GroupPolicy, Policy, block_str
+from failoverd.policy import Block, GroupPolicy, Policy, block_str
 
 # Regions whose blocks may move between each other (SPEC §1); any other region only to itself.
 EU_WEST = frozenset({"eu-west-gra", "eu-west-rbx", "eu-west-sbg"})
@@ -271,31 +271,20 @@ def _standby_holds(
     return counts
 
 
-def _why_not(
-    server: str,
-    group: GroupPolicy,
-    obs: Observation,
-    policy: Policy,
-    holds: Mapping[str, int],
-) -> str | None:
-    """Why `server` cannot take the group's blocks now, or None when it can."""
-    h = obs.health.get(server)
-    if h is None or h.health is Health.UNKNOWN:
-        return "health unknown"
-    if h.health is Health.DOWN:
-        return "down"
-    sp = policy.servers.get(server)
-    if sp is not None and sp.capacity is not None and server != group.primary:
-        held = holds.get(server, 0)
-        if held >= sp.capacity:
-            return f"at capacity ({held} of {sp.capacity} groups)"
+def cannot_take(server: str, blocks: Iterable[Block], obs: Observation) -> str | None:
+    """Why `server` could never take these blocks (zone, /32 to a VPS, a known verdict).
+
+    Health and capacity aside: this is what preflight answers for a standby. Facts that are
+    not known (no service info, no block regions, no verdict yet) do not disqualify.
+    """
     service = obs.services.get(server)
+    blocks = tuple(blocks)
     if service is not None:
-        for block in group.blocks:
+        for block in blocks:
             regions = obs.block_regions.get(block_str(block), ())
             if regions and not any(zone_compatible(service.region, r) for r in regions):
                 return f"in {service.region} cannot take blocks of {', '.join(regions)}"
-    for block in group.blocks:
+    for block in blocks:
         key = block_str(block)
         if (
             service is not None
@@ -310,16 +299,44 @@ def _why_not(
     return None
 
 
+def eligible_standbys(obs: Observation, group: GroupPolicy) -> dict[str, bool]:
+    """Standby -> could take over every block of the group (for status and the metric)."""
+    return {s: cannot_take(s, group.blocks, obs) is None for s in group.standbys}
+
+
+def _why_not(
+    server: str,
+    group: GroupPolicy,
+    obs: Observation,
+    policy: Policy,
+    holds: Mapping[str, int],
+    blocks: Sequence[Block] | None = None,
+) -> str | None:
+    """Why `server` cannot take the group's blocks now, or None when it can."""
+    h = obs.health.get(server)
+    if h is None or h.health is Health.UNKNOWN:
+        return "health unknown"
+    if h.health is Health.DOWN:
+        return "down"
+    sp = policy.servers.get(server)
+    if sp is not None and sp.capacity is not None and server != group.primary:
+        held = holds.get(server, 0)
+        if held >= sp.capacity:
+            return f"at capacity ({held} of {sp.capacity} groups)"
+    return cannot_take(server, group.blocks if blocks is None else blocks, obs)
+
+
 def _choose(
     order: Iterable[str],
     group: GroupPolicy,
     obs: Observation,
     policy: Policy,
     holds: Mapping[str, int],
+    blocks: Sequence[Block] | None = None,
 ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     considered: list[tuple[str, str]] = []
     for server in order:
-        why = _why_not(server, group, obs, policy, holds)
+        why = _why_not(server, group, obs, policy, holds, blocks)
         if why is None:
             considered.append((server, "chosen"))
             return server, tuple(considered)
@@ -616,6 +633,53 @@ def plan_manual_move(
         target=target,
         blocks=blocks,
         trigger="manual",
+        reason=f"dry run: {text}" if dry_run else text,
+        considered=considered,
+        force=force,
+        dry_run=dry_run,
+    )
+
+
+def plan_retry(
+    state: EngineState,
+    obs: Observation,
+    policy: Policy,
+    group: str,
+    *,
+    source: str | None,
+    blocks: Sequence[str],
+    tried: Sequence[str],
+    trigger: Trigger,
+    force: bool = False,
+    dry_run: bool = False,
+) -> StartMove | Blocked:
+    """The next candidate for the blocks a move could not place (SPEC §5.4, partial failover).
+
+    `source` is the holder the move started from (it sets the candidate order), `tried` the
+    targets already attempted, in order. The retry belongs to a failover that already passed
+    the trigger, guards and cooldown, so only health, capacity and eligibility are checked,
+    and only for the blocks left.
+    """
+    g = policy.groups[group]
+    left = tuple(b for b in g.blocks if block_str(b) in set(blocks))
+    order = [s for s in candidates(g, source) if s not in tried]
+    holds = _standby_holds(state, policy, obs.routing)
+    target, considered = _choose(order, g, obs, policy, holds, left)
+    failed_on = tried[-1] if tried else "the target"
+    phrase = f"{failed_on} did not take {_names(block_str(b) for b in left)}"
+    if target is None:
+        skipped = _skipped(considered) or "no other server"
+        return Blocked(
+            group,
+            "no_eligible_target",
+            f"{phrase}; no other eligible standby for {group}: {skipped}",
+        )
+    text = _move_sentence(phrase, len(left), None, target, considered)
+    return StartMove(
+        group=group,
+        target=target,
+        blocks=tuple(block_str(b) for b in left),
+        trigger=trigger,
         reason=f"dry run: {text}" if dry_run else text,
         considered=considered,
         force=force,

@@ -26,14 +26,17 @@ from failoverd.decide import (
     StartMove,
     apply_policy,
     candidates,
+    cannot_take,
     clock,
     decide,
+    eligible_standbys,
     holder,
     human_duration,
     move_finished,
     move_started,
     pause,
     plan_manual_move,
+    plan_retry,
     resume,
     zone_compatible,
 )
@@ -1202,3 +1205,92 @@ def test_apply_policy_keeps_remaining_groups_adds_and_drops() -> None:
 
 def test_initial_state_has_one_group_state_per_group() -> None:
     assert dict(EngineState.initial(TWO_GROUPS).groups) == {"web": GroupState(), "db": GroupState()}
+
+
+# --------------------------------------------------------------------------- partial failover
+
+
+RetryRow = tuple[str, Observation, str | None, tuple[str, ...], tuple[str, ...], Action]
+
+RETRY_ROWS: list[RetryRow] = [
+    (
+        "next candidate for the blocks left",
+        obs(down("ns1"), routing={B1: "ns2", B2: "ns1"}),
+        "ns1",
+        (B2,),
+        ("ns2",),
+        move(
+            "ns3",
+            "ns2 did not take 198.51.100.7/32; moving 1 block to ns3",
+            blocks=(B2,),
+        ),
+    ),
+    (
+        "eligibility is checked for the blocks left only",
+        obs(down("ns1"), eligibility={("ns3", B1): no("not allowed")}),
+        "ns1",
+        (B2,),
+        ("ns2",),
+        move("ns3", "ns2 did not take 198.51.100.7/32; moving 1 block to ns3", blocks=(B2,)),
+    ),
+    (
+        "from a standby the primary comes first, tried targets are skipped",
+        obs(down("ns2"), routing=on("ns2")),
+        "ns2",
+        BOTH,
+        ("ns1",),
+        move(
+            "ns3",
+            "ns1 did not take 203.0.113.8/29 and 198.51.100.7/32; moving 2 blocks to ns3",
+        ),
+    ),
+    (
+        "nobody left",
+        obs(down("ns1"), unknown("ns3")),
+        "ns1",
+        (B1,),
+        ("ns2",),
+        Blocked(
+            "web",
+            "no_eligible_target",
+            "ns2 did not take 203.0.113.8/29; no other eligible standby for web: "
+            "ns3 health unknown",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ob", "source", "blocks", "tried", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in RETRY_ROWS],
+)
+def test_plan_retry(
+    ob: Observation,
+    source: str | None,
+    blocks: tuple[str, ...],
+    tried: tuple[str, ...],
+    expected: Action,
+) -> None:
+    planned = plan_retry(
+        state(moving="m-1", moving_to=tried[0]),
+        ob,
+        POLICY,
+        "web",
+        source=source,
+        blocks=blocks,
+        tried=tried,
+        trigger="auto",
+    )
+    assert planned == expected
+
+
+def test_eligible_standbys_use_zone_vps_and_verdicts_but_not_health() -> None:
+    g = group(standbys=("ns2", "ns3", "vps-1", "ns5"))
+    ob = obs(
+        down("ns5"),
+        services={"ns3": svc("ns3", "ca-east-bhs"), "vps-1": svc("vps-1", "eu-west-gra", "vps")},
+        block_regions=GRA,
+        eligibility={("ns2", B2): Eligibility(True, "eligible")},
+    )
+    assert eligible_standbys(ob, g) == {"ns2": True, "ns3": False, "vps-1": False, "ns5": True}
+    assert cannot_take("vps-1", g.blocks, ob) == "cannot take 203.0.113.8/29 (/29 to a VPS)"
