@@ -182,7 +182,7 @@ class World:
             await asyncio.sleep(0.005)
 
     async def settled(self, timeout: float = 10.0) -> None:
-        """Every server has a verdict and every block's routing has been read."""
+        """Every server has a verdict, every block's routing was read, the preflight ran."""
 
         def ready() -> bool:
             cur = self.health.current()
@@ -192,7 +192,10 @@ class World:
                 for n in self.policy.servers
             )
             routed = all(v is not None for g in snap.groups for v in g.routing.values())
-            return known and routed
+            preflown = all(
+                set(g.eligible) >= set(self.policy.groups[g.name].standbys) for g in snap.groups
+            )
+            return known and routed and preflown
 
         await self.until(ready, timeout, "health verdicts and routing")
 

@@ -59,3 +59,5 @@ async def test_primary_down_moves_to_the_first_eligible_standby(
     assert w.metric("failoverd_failovers_total", group="web", trigger="auto", result="success") == 1
     view = w.supervisor.snapshot().groups[0]
     assert view.holder == "ns3"
+    assert view.eligible == {"bhs1": False, "ns2": True, "ns3": True}
+    assert w.metric("failoverd_standby_eligible", group="web", server="bhs1") == 0
