@@ -257,13 +257,16 @@ def candidates(group: GroupPolicy, current: str | None) -> tuple[str, ...]:
 
 
 def _standby_holds(
-    state: EngineState, policy: Policy, routing: Mapping[str, str | None]
+    state: EngineState,
+    policy: Policy,
+    routing: Mapping[str, str | None],
+    holders: Mapping[str, str | None] | None = None,
 ) -> dict[str, int]:
     """How many groups each server holds *as a standby*, counting moves in flight."""
     counts: dict[str, int] = {}
     for name, group in policy.groups.items():
         gs = state.groups.get(name)
-        current, _ = holder(group, routing)
+        current = holders[name] if holders is not None else holder(group, routing)[0]
         taker = gs.moving_to if gs is not None and gs.moving else None
         taker = taker or current
         if taker is not None and taker != group.primary:
@@ -411,7 +414,8 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
     now = obs.now
     guards, recent = _guards(state, obs, policy)
     guard_msg = _guard_message(guards)
-    holds = _standby_holds(state, policy, obs.routing)
+    held = {name: holder(group, obs.routing) for name, group in policy.groups.items()}
+    holds = _standby_holds(state, policy, obs.routing, {n: h for n, (h, _) in held.items()})
     actions: list[Action] = []
     new_groups: dict[str, GroupState] = {}
     statuses: dict[str, GroupStatus] = {}
@@ -423,7 +427,7 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
             notes.append(f"pause of {name} expired at {clock(gs.pause_until)}")
             gs = replace(gs, paused=False, pause_until=None, pause_reason=None)
 
-        current, drift = holder(group, obs.routing)
+        current, drift = held[name]
         if drift != gs.drift:
             if drift is not None:
                 actions.append(DriftDetected(group=name, message=drift))
@@ -492,12 +496,14 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
             actions.append(blocked)
         if move is not None:
             actions.append(move)
-        gs = replace(
-            gs,
-            blocked=blocked.reason if blocked is not None else None,
-            degraded=degraded,
-            reason="; ".join([*notes, reason]),
+        fields = (
+            blocked.reason if blocked is not None else None,
+            degraded,
+            "; ".join([*notes, reason]),
         )
+        if fields != (gs.blocked, gs.degraded, gs.reason):
+            # Skipped when nothing changed: the steady state is most cycles, for every group.
+            gs = replace(gs, blocked=fields[0], degraded=fields[1], reason=fields[2])
         new_groups[name] = gs
         statuses[name] = _status(gs, current, group)
 
