@@ -398,14 +398,20 @@ class _Reader:
                 loader.dispose()
         except yaml.reader.ReaderError as exc:
             line = text.count("\n", 0, exc.position) + 1
-            self.add(line, "", f"character {exc.character!r} is not allowed in a YAML file")
+            char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+            self.add(line, "", f"character {char!r} is not allowed in a YAML file")
             return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = int(mark.line) + 1 if mark is not None else 1
             what = exc.problem or exc.context or "invalid YAML"
             if exc.context and exc.problem:
-                what = f"{exc.problem} ({exc.context})"
+                # PyYAML's contexts are either "while parsing X" (an aside) or the first
+                # half of the sentence ("expected a single document ...").
+                if exc.context.startswith("while"):
+                    what = f"{exc.problem} ({exc.context})"
+                else:
+                    what = f"{exc.context} {exc.problem}"
             self.add(line, "", f"YAML syntax error: {what}")
             return None
         except yaml.YAMLError as exc:
@@ -485,7 +491,9 @@ class _Reader:
             text = str(node.value)
             if text.strip():
                 return text
-        self.add(node, path, f"expected {what}, got {_what(node, self.value(node, path))}")
+        value = self.value(node, path)
+        if value is not _BAD:
+            self.add(node, path, f"expected {what}, got {_what(node, value)}")
         return None
 
     def integer(self, node: Node, path: str, *, minimum: int, nullable: bool = False) -> int | None:
