@@ -237,3 +237,44 @@ async def test_control_routes(sim: RunningSimulator) -> None:
         async with http.post("/_sim/faults", data="{not json") as resp:
             assert resp.status == 400
             assert json.loads(await resp.text())["message"]
+
+
+async def test_4xx_fault_refuses_like_ovh(sim: RunningSimulator) -> None:
+    # e.g. a standby that preflight must report ineligible, whatever the rules say
+    c = ovh_client_for(sim)
+    sim.state.add_fault(
+        Fault(
+            kind="error",
+            status=400,
+            route="/dedicated/server/ns1002*/ipCanBeMovedTo*",
+            message="Server is in maintenance",
+        )
+    )
+    with pytest.raises(ovh.exceptions.BadParametersError, match="Server is in maintenance"):
+        await call(c.get, f"/dedicated/server/{NS2}/ipCanBeMovedTo", ip=BLOCK)
+    response = await call(c.raw_call, "GET", f"/dedicated/server/{NS2}/ipCanBeMovedTo?ip=x")
+    assert response.json() == {"class": "Client::BadRequest", "message": "Server is in maintenance"}
+    # Other servers' eligibility is untouched.
+    with pytest.raises(ovh.exceptions.BadParametersError, match="already routed"):
+        await call(c.get, f"/dedicated/server/{NS1}/ipCanBeMovedTo", ip=BLOCK)
+
+
+async def test_fair_use_rate_limit_per_consumer_key() -> None:
+    clock = ManualClock()
+    inventory = build_inventory(rate_limit={"requests": 3, "window": "60s"})
+    async with await start_simulator(inventory, clock=clock) as sim:
+        c = ovh_client_for(sim)
+        for _ in range(3):
+            await call(c.get, "/dedicated/server")
+        with pytest.raises(ovh.exceptions.APIError, match="Too many requests") as info:
+            await call(c.get, "/dedicated/server")
+        assert info.value.response.status_code == 429
+        assert isinstance(await call(c.get, "/auth/time", _need_auth=False), int)  # unsigned
+        clock.advance(60)
+        assert await call(c.get, "/dedicated/server")
+        statuses = [(r.route, r.status) for r in sim.state.requests() if r.route != "/auth/time"]
+        assert statuses == [("/dedicated/server", 200)] * 3 + [
+            ("/dedicated/server", 429),
+            ("/dedicated/server", 200),
+        ]
+        assert {r.application_key for r in sim.state.requests()} == {"demo-app-key"}

@@ -162,3 +162,27 @@ def test_parse_listen() -> None:
     for bad in ("8999", "host:", "host:port", ":80", "h:70000"):
         with pytest.raises(FailoverdError, match="HOST:PORT"):
             parse_listen(bad)
+
+
+def test_rehearsal_inventory_is_valid() -> None:
+    inv = load_inventory(REPO / "config" / "sim" / "rehearsal.yaml")
+    assert inv.task_durations.total == 35
+    assert (inv.listing_lag, inv.task_read_lag) == (3, 2)
+    assert (inv.rate_limit, inv.rate_window) == (60, 60)
+    assert [f.kind for f in inv.faults] == ["error", "html", "slow"]
+    assert inv.blocks == load_inventory(REPO / "config" / "sim" / "example.yaml").blocks
+
+
+def test_rate_limit_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        inventory_from_dict(
+            {
+                "servers": [{"name": "s", "kind": "vps", "region": "r", "ip": "192.0.2.1"}],
+                "credentials": [
+                    {"application_key": "k", "application_secret": "x", "consumer_key": "c"}
+                ],
+                "rate_limit": {"requests": -1, "window": 0, "burst": 3},
+            }
+        )
+    paths = sorted(p.path for p in info.value.problems)
+    assert paths == ["rate_limit.burst", "rate_limit.requests", "rate_limit.window"]

@@ -15,6 +15,7 @@ An inventory is a YAML file (or a plain mapping, for tests) parsed once into fro
     listing_lag: 0        # a new task is missing from task listings this long
     task_read_lag: 0      # a new task answers 404 to GET .../task/{id} this long
     max_time_skew: 180    # a signed request whose timestamp is further off is refused
+    rate_limit: {requests: 60, window: 60}   # fair use per consumer key (429); default off
     faults:               # active from the start; same shape as POST /_sim/faults
       - {kind: error, status: 503, route: "/ip/*", count: 2}
 
@@ -127,6 +128,8 @@ class Inventory:
     faults: tuple[Fault, ...] = ()
     task_read_lag: float = 0.0
     max_time_skew: float = 180.0
+    rate_limit: int = 0  # signed requests per consumer key per rate_window; 0: unlimited
+    rate_window: float = 60.0
 
     def server(self, name: str) -> SimServer | None:
         return next((s for s in self.servers if s.name == name), None)
@@ -144,6 +147,7 @@ _TOP_KEYS = (
     "listing_lag",
     "task_read_lag",
     "max_time_skew",
+    "rate_limit",
     "faults",
 )
 
@@ -433,6 +437,21 @@ def _parse(data: object, file: str) -> Inventory:
             value = default
         scalars[name] = value
 
+    rate_limit, rate_window = 0, 60.0
+    if "rate_limit" in top:
+        rl = _mapping(c, top["rate_limit"], top, "rate_limit", "rate_limit")
+        _unknown_keys(c, rl, ("requests", "window"), "rate_limit")
+        requests = rl.get("requests")
+        if not isinstance(requests, int) or isinstance(requests, bool) or requests < 0:
+            c.add(rl, "requests", "rate_limit.requests", "must be a non-negative integer")
+        else:
+            rate_limit = requests
+        window = parse_duration(rl.get("window", 60))
+        if not window:
+            c.add(rl, "window", "rate_limit.window", "must be a positive duration")
+        else:
+            rate_window = window
+
     faults: list[Fault] = []
     raw_faults = top.get("faults", [])
     if not isinstance(raw_faults, list):
@@ -454,6 +473,8 @@ def _parse(data: object, file: str) -> Inventory:
         faults=tuple(faults),
         task_read_lag=scalars["task_read_lag"],
         max_time_skew=scalars["max_time_skew"],
+        rate_limit=rate_limit,
+        rate_window=rate_window,
     )
 
 

@@ -39,6 +39,7 @@ observes progress without background timers, and a fake clock can drive it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fnmatch
 import hashlib
@@ -47,6 +48,7 @@ import importlib.resources
 import ipaddress
 import itertools
 import json
+import logging
 import signal
 import socket
 import struct
@@ -82,6 +84,7 @@ __all__ = [
     "start_simulator",
 ]
 
+_log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TERMINAL = ("done", "cancelled", "customerError", "ovhError")
@@ -249,7 +252,9 @@ class SimState:
             _ActiveFault(next(self._fault_ids), f, f.count) for f in self.inventory.faults
         ]
         self._audit: list[AuditEntry] = []
-        self._requests: list[RequestRecord] = []
+        # Bounded: `fake-api` may run for days; tests never come near the cap.
+        self._requests: collections.deque[RequestRecord] = collections.deque(maxlen=100_000)
+        self._admitted: dict[str, collections.deque[float]] = {}
 
     # --- time -------------------------------------------------------------------------
 
@@ -260,7 +265,7 @@ class SimState:
     def wall(self, at: float) -> datetime:
         return self._wall0 + timedelta(seconds=at - self._clock0)
 
-    def _iso(self, at: float | None) -> str | None:
+    def iso(self, at: float | None) -> str | None:
         if at is None:
             return None
         return self.wall(at).isoformat(timespec="seconds")
@@ -373,7 +378,7 @@ class SimState:
         *,
         at: float | None = None,
     ) -> None:
-        when = self._iso(self.now() if at is None else at) or ""
+        when = self.iso(self.now() if at is None else at) or ""
         self._audit.append(
             AuditEntry(len(self._audit) + 1, when, action, block, source, target, task_id, outcome)
         )
@@ -519,6 +524,21 @@ class SimState:
     def log_request(self, record: RequestRecord) -> None:
         self._requests.append(record)
 
+    def admit(self, consumer_key: str) -> None:
+        """Enforce the inventory's fair-use limit per consumer key (429 beyond it)."""
+        limit = self.inventory.rate_limit
+        if limit <= 0:
+            return
+        now = self.now()
+        window = self._admitted.setdefault(consumer_key, collections.deque())
+        while window and window[0] <= now - self.inventory.rate_window:
+            window.popleft()
+        if len(window) >= limit:
+            raise _client_error(
+                429, "Client::TooManyRequests", "Too many requests, please retry later"
+            )
+        window.append(now)
+
     def credentials(self, app_key: str) -> list[tuple[str, str]]:
         return [
             (c.application_secret, c.consumer_key)
@@ -579,9 +599,9 @@ def _dedicated_task_json(state: SimState, task: _Task) -> dict[str, Any]:
         "function": task.function,
         "status": status,
         "comment": task.comment,
-        "startDate": state._iso(task.created),
-        "doneDate": state._iso(task.end) if status in TERMINAL else None,
-        "lastUpdate": state._iso(task.last_change(now)),
+        "startDate": state.iso(task.created),
+        "doneDate": state.iso(task.end) if status in TERMINAL else None,
+        "lastUpdate": state.iso(task.last_change(now)),
     }
 
 
@@ -853,15 +873,32 @@ def _json_response(status: int, body: Any) -> web.Response:
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
+_ERROR_CLASSES = {
+    400: "Client::BadRequest",
+    403: "Client::Forbidden",
+    404: "Client::NotFound",
+    409: "Client::Conflict",
+    429: "Client::TooManyRequests",
+    500: "Server::InternalServerError",
+    503: "Server::ServiceUnavailable",
+}
+_ERROR_MESSAGES = {
+    400: "Bad request",
+    403: "This call has not been granted",
+    404: "The requested object does not exist",
+    409: "Conflict",
+    429: "Too many requests, slow down",
+    503: "This service is temporarily unavailable",
+}
+
+
 def _fault_response(fault: Fault) -> web.Response:
     if fault.kind == "error":
-        cls = {429: "Client::TooManyRequests", 503: "Server::ServiceUnavailable"}.get(
-            fault.status, "Server::InternalServerError" if fault.status >= 500 else "Client::Error"
+        cls = _ERROR_CLASSES.get(
+            fault.status,
+            "Server::InternalServerError" if fault.status >= 500 else "Client::BadRequest",
         )
-        message = fault.message or {
-            429: "Too many requests, slow down",
-            503: "This service is temporarily unavailable",
-        }.get(fault.status, "Internal server error")
+        message = fault.message or _ERROR_MESSAGES.get(fault.status, "Internal server error")
         response = _json_response(fault.status, {"class": cls, "message": message})
         if fault.status == 429:
             response.headers["Retry-After"] = "1"
@@ -947,9 +984,9 @@ async def _api(state: SimState, request: web.Request, tail: str) -> web.StreamRe
     block = _block_of(params, query, body)
     decoded = unquote(path_only)
     paths = tuple(p for p in (tail, path_only, decoded, template) if p)
-    record: Callable[[int, str | None], None] = lambda status, app: state.log_request(  # noqa: E731
-        RequestRecord(state.now(), method, tail, template, status, app)
-    )
+
+    def record(status: int, app: str | None) -> None:
+        state.log_request(RequestRecord(state.now(), method, tail, template, status, app))
 
     fault = state.take_fault(None, method=method, paths=paths, block=block)
     if fault is not None:
@@ -979,6 +1016,7 @@ async def _api(state: SimState, request: web.Request, tail: str) -> web.StreamRe
             )
         if template != "/auth/time":
             app_key = _verify_signature(state, request, method, text)
+            state.admit(request.headers.get("X-Ovh-Consumer", ""))
         if method == "POST" and text and body is None:
             raise _bad_request("Invalid JSON received")
         req = _Request(method, tail, template, params, query, body, block, app_key)
@@ -1044,6 +1082,7 @@ def build_app(state: SimState) -> web.Application:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a simulator bug: answer like OVH's 500, keep serving
+            _log.exception("simulator bug handling %s %s", request.method, raw)
             response = _json_response(
                 500, {"class": "Server::InternalServerError", "message": f"simulator bug: {exc!r}"}
             )
