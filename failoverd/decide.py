@@ -366,14 +366,14 @@ def _move_sentence(
     return f"{sentence}; skipped {skipped}" if skipped else sentence
 
 
-def _cooldown_message(name: str, gs: GroupState, now: float) -> str:
+def _cooldown_message(gs: GroupState, name: str, now: float) -> str:
     left = human_duration(gs.cooldown_until - now)
     if gs.last_move_at is not None:
         return f"{name} in cooldown for {left} after the move at {clock(gs.last_move_at)}"
     return f"{name} in cooldown for {left}"
 
 
-def _pause_message(name: str, gs: GroupState) -> str:
+def _pause_message(gs: GroupState, name: str) -> str:
     until = f" until {clock(gs.pause_until)}" if gs.pause_until is not None else ""
     why = f" ({gs.pause_reason})" if gs.pause_reason else ""
     return f"{name} paused{until}{why}"
@@ -411,7 +411,6 @@ def _status(gs: GroupState, current: str | None, group: GroupPolicy) -> GroupSta
 
 def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
     """One cycle: guards, pause expiry, triggers, target choice, failback, drift."""
-    now = obs.now
     guards, recent = _guards(state, obs, policy)
     guard_msg = _guard_message(guards)
     held = {name: holder(group, obs.routing) for name, group in policy.groups.items()}
@@ -419,116 +418,128 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
     actions: list[Action] = []
     new_groups: dict[str, GroupState] = {}
     statuses: dict[str, GroupStatus] = {}
-
     for name, group in policy.groups.items():
-        gs = state.groups.get(name) or GroupState()
-        notes: list[str] = []
-        if gs.paused and gs.pause_until is not None and now >= gs.pause_until:
-            notes.append(f"pause of {name} expired at {clock(gs.pause_until)}")
-            gs = replace(gs, paused=False, pause_until=None, pause_reason=None)
-
-        current, drift = held[name]
-        if drift != gs.drift:
-            if drift is not None:
-                actions.append(DriftDetected(group=name, message=drift))
-            gs = replace(gs, drift=drift)
-
-        blocked: Blocked | None = None
-        degraded: str | None = None
-        move: StartMove | None = None
-        if gs.moving:
-            reason = f"move {gs.moving} of {name}"
-            reason += f" to {gs.moving_to} in flight" if gs.moving_to else " in flight"
-            degraded = gs.degraded
-        elif drift is not None:
-            reason = drift
-        elif current is None:
-            reason = f"routing of {name} not read yet"
-        else:
-            reason, want = _want(name, group, gs, current, obs, policy)
-            if want is not None:
-                trigger, phrase = want
-                if gs.paused:
-                    msg = f"{phrase}, not moving; {_pause_message(name, gs)}"
-                    blocked = Blocked(name, "paused", msg)
-                elif guard_msg is not None:
-                    blocked = Blocked(name, "guard", f"{phrase}, not moving; {guard_msg}")
-                elif trigger == "auto" and now < gs.cooldown_until:
-                    msg = f"{phrase}, not moving; {_cooldown_message(name, gs, now)}"
-                    blocked = Blocked(name, "cooldown", msg)
-                else:
-                    order = (
-                        (group.primary,) if trigger == "failback" else candidates(group, current)
-                    )
-                    target, considered = _choose(order, group, obs, policy, holds)
-                    if target is None and trigger == "failback":
-                        reason = f"{phrase} but cannot take {name} back: {_skipped(considered)}"
-                    elif target is None:
-                        degraded = f"no eligible standby for {name}: {_skipped(considered)}"
-                        blocked = Blocked(
-                            name, "no_eligible_target", f"{phrase}, not moving; {degraded}"
-                        )
-                    else:
-                        blocks = _blocks_to_move(group, obs.routing, target)
-                        text = _move_sentence(phrase, len(blocks), None, target, considered)
-                        dry = policy.daemon.dry_run
-                        move = StartMove(
-                            group=name,
-                            target=target,
-                            blocks=blocks,
-                            trigger=trigger,
-                            reason=f"dry run: {text}" if dry else text,
-                            considered=considered,
-                            dry_run=dry,
-                        )
-                        if target != group.primary:
-                            holds[target] = holds.get(target, 0) + 1
-            if blocked is not None:
-                reason = blocked.message
-                if degraded is None and blocked.reason != "paused" and want is not None:
-                    # The holder is down and nothing will be done about it: that pages, like
-                    # a missing candidate does (a pause is the operator's own choice).
-                    degraded = blocked.message if want[0] == "auto" else None
-            if move is not None:
-                reason = move.reason
-
-        if blocked is not None and blocked.reason != gs.blocked:
-            actions.append(blocked)
-        if move is not None:
-            actions.append(move)
-        fields = (
-            blocked.reason if blocked is not None else None,
-            degraded,
-            "; ".join([*notes, reason]),
+        gs, mine = _decide_group(
+            state.groups.get(name) or GroupState(),
+            group,
+            held[name],
+            obs,
+            policy,
+            guard_msg,
+            holds,
         )
-        if fields != (gs.blocked, gs.degraded, gs.reason):
-            # Skipped when nothing changed: the steady state is most cycles, for every group.
-            gs = replace(gs, blocked=fields[0], degraded=fields[1], reason=fields[2])
+        actions += mine
         new_groups[name] = gs
-        statuses[name] = _status(gs, current, group)
-
-    new_state = EngineState(
-        groups=MappingProxyType(new_groups),
-        failovers=recent,
-        guards=MappingProxyType(guards),
-    )
+        statuses[name] = _status(gs, held[name][0], group)
     return Decision(
-        state=new_state,
+        state=EngineState(
+            groups=MappingProxyType(new_groups),
+            failovers=recent,
+            guards=MappingProxyType(guards),
+        ),
         actions=tuple(actions),
         reason=_summary(actions, statuses, guards),
         statuses=MappingProxyType(statuses),
     )
 
 
-def _want(
-    name: str,
-    group: GroupPolicy,
+def _decide_group(
     gs: GroupState,
-    current: str,
+    group: GroupPolicy,
+    held: tuple[str | None, str | None],
     obs: Observation,
     policy: Policy,
+    guard_msg: str | None,
+    holds: dict[str, int],  # updated when a move to a standby is planned in this cycle
+) -> tuple[GroupState, list[Action]]:
+    name, now = group.name, obs.now
+    actions: list[Action] = []
+    notes: list[str] = []
+    if gs.paused and gs.pause_until is not None and now >= gs.pause_until:
+        notes.append(f"pause of {name} expired at {clock(gs.pause_until)}")
+        gs = replace(gs, paused=False, pause_until=None, pause_reason=None)
+
+    current, drift = held
+    if drift != gs.drift:
+        if drift is not None:
+            actions.append(DriftDetected(group=name, message=drift))
+        gs = replace(gs, drift=drift)
+
+    blocked: Blocked | None = None
+    degraded: str | None = None
+    if gs.moving:
+        reason = f"move {gs.moving} of {name}"
+        reason += f" to {gs.moving_to} in flight" if gs.moving_to else " in flight"
+        degraded = gs.degraded  # a retry of a degraded group does not clear it until it ends
+    elif drift is not None:
+        reason = drift
+    elif current is None:
+        reason = f"routing of {name} not read yet"
+    else:
+        reason, want = _want(gs, group, current, obs)
+        if want is not None:
+            trigger, phrase = want
+            if gs.paused:
+                blocked = Blocked(
+                    name, "paused", f"{phrase}, not moving; {_pause_message(gs, name)}"
+                )
+            elif guard_msg is not None:
+                blocked = Blocked(name, "guard", f"{phrase}, not moving; {guard_msg}")
+            elif trigger == "auto" and now < gs.cooldown_until:
+                msg = f"{phrase}, not moving; {_cooldown_message(gs, name, now)}"
+                blocked = Blocked(name, "cooldown", msg)
+            else:
+                order = (group.primary,) if trigger == "failback" else candidates(group, current)
+                target, considered = _choose(order, group, obs, policy, holds)
+                if target is None and trigger == "failback":
+                    # The standby is healthy: staying put is safe, so this is no alert.
+                    reason = f"{phrase} but cannot take {name} back: {_skipped(considered)}"
+                elif target is None:
+                    degraded = f"no eligible standby for {name}: {_skipped(considered)}"
+                    msg = f"{phrase}, not moving; {degraded}"
+                    blocked = Blocked(name, "no_eligible_target", msg)
+                else:
+                    blocks = _blocks_to_move(group, obs.routing, target)
+                    text = _move_sentence(phrase, len(blocks), None, target, considered)
+                    dry = policy.daemon.dry_run
+                    move = StartMove(
+                        group=name,
+                        target=target,
+                        blocks=blocks,
+                        trigger=trigger,
+                        reason=f"dry run: {text}" if dry else text,
+                        considered=considered,
+                        dry_run=dry,
+                    )
+                    actions.append(move)
+                    reason = move.reason
+                    if target != group.primary:
+                        holds[target] = holds.get(target, 0) + 1
+            if blocked is not None:
+                reason = blocked.message
+                if trigger == "auto" and blocked.reason in ("guard", "cooldown"):
+                    # The holder is down and nothing will be done about it: that pages like a
+                    # missing candidate does (a pause is the operator's own choice).
+                    degraded = blocked.message
+                if blocked.reason != gs.blocked:
+                    actions.append(blocked)
+
+    fields = (
+        blocked.reason if blocked is not None else None,
+        degraded,
+        "; ".join([*notes, reason]),
+    )
+    if fields != (gs.blocked, gs.degraded, gs.reason):
+        # Skipped when nothing changed: the steady state is most cycles, for every group.
+        gs = replace(gs, blocked=fields[0], degraded=fields[1], reason=fields[2])
+    return gs, actions
+
+
+def _want(
+    gs: GroupState, group: GroupPolicy, current: str, obs: Observation
 ) -> tuple[str, tuple[Trigger, str] | None]:
     """(idle sentence, wanted move as (trigger, phrase) or None) for a group with a holder."""
+    name = group.name
     h = _health(obs, current)
     if h is not None and h.health is Health.DOWN:
         return "", ("auto", _down_phrase(group, current, h))
@@ -551,7 +562,7 @@ def _want(
             f"(up for {human_duration(up_for)} of {human_duration(group.failback.after)})"
         ), None
     if obs.now < gs.cooldown_until:
-        return f"{here}; failback waits: {_cooldown_message(name, gs, obs.now)}", None
+        return f"{here}; failback waits: {_cooldown_message(gs, name, obs.now)}", None
     return "", ("failback", f"failback: primary {group.primary} up for {human_duration(up_for)}")
 
 
@@ -603,7 +614,7 @@ def plan_manual_move(
     guards, _ = _guards(state, obs, policy)
     guard_msg = _guard_message(guards)
     if obs.now < gs.cooldown_until:
-        msg = _cooldown_message(group, gs, obs.now)
+        msg = _cooldown_message(gs, group, obs.now)
         if not force:
             return Refusal(409, f"{msg}; use --force to move anyway")
         overridden.append(msg)
