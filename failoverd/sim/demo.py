@@ -31,8 +31,9 @@ import string
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,7 +42,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from failoverd.errors import FailoverdError
-from failoverd.sim.inventory import Inventory, load_inventory
+from failoverd.sim.inventory import Fault, Inventory, load_inventory
 from failoverd.sim.server import RunningSimulator, start_simulator
 
 GROUP = "web"
@@ -66,29 +67,48 @@ class DemoFailed(FailoverdError):
 
 
 class Timeline:
-    """Prints events once each, with the time since the current chapter began."""
+    """Prints each event once, stamped with its time since the current chapter began."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.t0 = time.monotonic()
+        self.t0 = time.time()
         self.seen: set[str] = set()
 
     def chapter(self, title: str) -> None:
-        self.t0 = time.monotonic()
+        self.t0 = time.time()
         self.say(f"\n== {title}")
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    def event(self, key: str, text: str, *more: str) -> bool:
-        """Print `text` unless an event with this key was printed already."""
+    def event(self, key: str, text: str, *more: str, at: float | None = None) -> bool:
+        """Print `text` (wall time `at`, default now) unless `key` was printed already."""
         if key in self.seen:
             return False
         self.seen.add(key)
-        self.say(f"[{time.monotonic() - self.t0:6.2f}s] {text}")
+        elapsed = max((at if at is not None else time.time()) - self.t0, 0.0)
+        self.say(f"[{elapsed:6.2f}s] {text}")
         for line in more:
             self.say(f"           {line}")
         return True
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float  # wall-clock epoch seconds
+    key: str
+    text: str
+    more: tuple[str, ...] = ()
+
+
+def reason_lines(reason: object) -> tuple[str, ...]:
+    """A decision sentence with several clauses reads better one clause per line."""
+    text = str(reason or "").strip()
+    if not text:
+        return ()
+    if len(text) <= 90 or "; " not in text:
+        return (text,)
+    return tuple(part.strip() for part in text.split("; ") if part.strip())
 
 
 # ----------------------------------------------------------------------------- loopback servers
@@ -186,6 +206,9 @@ async def start_daemon(policy: Path, env: Mapping[str, str], url: str) -> Daemon
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env),
+        # Its own session: Ctrl-C on the terminal reaches the demo only, which then stops
+        # the daemon with SIGTERM like systemd would.
+        start_new_session=True,
     )
     daemon = Daemon(proc, url)
     assert proc.stdout is not None and proc.stderr is not None  # noqa: PT018 - PIPE asked
@@ -265,19 +288,46 @@ def cli() -> str:
 # ----------------------------------------------------------------------------- watching
 
 
+# Log keys shown after the event name, in this order (the daemon's fixed keys).
+LOG_KEYS = ("group", "server", "block", "task_id", "move_id", "result")
+# Log keys never shown: bookkeeping, or shown another way.
+LOG_SKIP = {"timestamp", "level", "logger", "event", "reason", "took_s", "canary", "pid"}
+
+
+def log_event(index: int, record: Mapping[str, Any]) -> Event:
+    at = time.time()
+    stamp = record.get("timestamp")
+    if isinstance(stamp, str):
+        with contextlib.suppress(ValueError):
+            at = datetime.fromisoformat(stamp).timestamp()
+    level = str(record.get("level", "info"))
+    head = f"{record.get('event', '')}"
+    if level not in ("info", "debug"):
+        head = f"{level.upper()} {head}"
+    fields = [f"{k}={record[k]}" for k in LOG_KEYS if record.get(k) not in (None, "")]
+    if isinstance(record.get("took_s"), int | float):
+        fields.append(f"took {record['took_s']:.3f}s")
+    extra = [
+        f"{k}={v}"
+        for k, v in record.items()
+        if k not in LOG_SKIP and k not in LOG_KEYS and not isinstance(v, dict | list)
+    ]
+    text = " ".join([f"log      {head}", *fields, *extra])
+    return Event(at, f"log:{index}", text, reason_lines(record.get("reason")))
+
+
 class Watcher:
-    """Polls /status, /history and /metrics and turns changes into timeline events."""
+    """Turns the daemon's log lines, /history (journal steps) and /status into events."""
 
     def __init__(self, http: aiohttp.ClientSession, daemon: Daemon, timeline: Timeline) -> None:
         self.http = http
         self.daemon = daemon
         self.t = timeline
         self.status: dict[str, Any] = {}
-        self.health: dict[str, str] = {}
         self.group_status: str | None = None
         self.routing: dict[str, str | None] = {}
-        self.history_seen: set[int] = set()
         self.log_index = 0
+        self.history_from = 0  # history ids up to this one belong to an earlier chapter
 
     async def get_json(self, path: str) -> Any:
         async with self.http.get(self.daemon.url + path) as resp:
@@ -302,104 +352,94 @@ class Watcher:
                 return dict(g)
         return {}
 
-    async def poll(self, *, report: bool = True) -> None:
+    def check_alive(self) -> None:
         if self.daemon.exited() is not None:
             raise DemoFailed(
                 f"the daemon exited with status {self.daemon.exited()}; its last lines:\n"
                 + self.daemon.tail()
             )
+
+    async def poll(self) -> None:
+        """One round: read everything, print what is new in time order."""
+        self.check_alive()
+        events = self._log_events()
         try:
             status = await self.get_json("/status")
             history = await self.get_json(f"/history?group={GROUP}&limit=200")
         except (aiohttp.ClientError, ValueError):
-            return  # not listening yet, or restarting its listener: next round
+            status = history = None  # not listening yet: the next round will tell
         if isinstance(status, dict):
             self.status = status
-        if report:
-            self._report_logs()
-            if isinstance(history, list):
-                self._report_history(history)
-            self._report_status()
+            events += self._status_events()
+        if isinstance(history, list):
+            events += self._history_events(history)
+        for e in sorted(events, key=lambda e: e.at):
+            self.t.event(e.key, e.text, *e.more, at=e.at)
+
+    def new_chapter(self) -> None:
+        """Forget what belongs to the previous chapter, without printing it."""
+        self._log_events()
+        self.log_index = len(self.daemon.logs)
+        self.group_status = self.group().get("status")
+        self.routing = dict(self.group().get("routing") or {})
 
     # -- the three sources --------------------------------------------------------------
 
-    def _report_status(self) -> None:
-        for server in self.status.get("servers") or ():
-            name, health = server.get("name"), server.get("health")
-            if name not in SERVERS or not isinstance(health, str):
+    def _log_events(self) -> list[Event]:
+        logs = self.daemon.logs
+        out = [log_event(i, logs[i]) for i in range(self.log_index, len(logs))]
+        self.log_index = len(logs)
+        return out
+
+    def _history_events(self, entries: list[Any]) -> list[Event]:
+        """Journal steps: written before each POST and after each answer (SPEC 5.4)."""
+        out: list[Event] = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
                 continue
-            before = self.health.get(name)
-            self.health[name] = health
-            if before is not None and before != health:
-                reason = server.get("last_reason") or ""
-                self.t.event(
-                    f"health:{name}:{health}:{len(self.t.seen)}",
-                    f"health   {name} is {health.upper()}" + (f" ({reason})" if reason else ""),
+            if entry["id"] <= self.history_from:
+                continue
+            # Decisions and moves are in the log lines already; without JSON logs, show all.
+            if entry.get("kind") != "step" and self.daemon.logs:
+                continue
+            at = entry.get("at")
+            out.append(
+                Event(
+                    float(at) if isinstance(at, int | float) else time.time(),
+                    f"history:{entry['id']}",
+                    f"{'journal' if entry.get('kind') == 'step' else entry.get('kind', ''):<8}"
+                    f" {entry.get('message', '')}",
                 )
+            )
+        return out
+
+    def _status_events(self) -> list[Event]:
+        now = time.time()
+        out: list[Event] = []
         group = self.group()
         status = group.get("status")
         if isinstance(status, str) and status != self.group_status:
             if self.group_status is not None:
-                holder = group.get("holder") or "-"
-                self.t.event(
-                    f"group:{status}:{len(self.t.seen)}",
-                    f"group    {GROUP}: {self.group_status} -> {status} (holder {holder})",
-                    *([f"reason: {group['reason']}"] if group.get("reason") else []),
+                out.append(
+                    Event(
+                        now,
+                        f"group:{self.group_status}:{status}:{now}",
+                        f"status   group {GROUP}: {self.group_status} -> {status}",
+                    )
                 )
             self.group_status = status
-        routing = group.get("routing") or {}
-        for block, server in routing.items():
+        for block, server in (group.get("routing") or {}).items():
             before = self.routing.get(block, server)
             self.routing[block] = server
             if before != server:
-                self.t.event(
-                    f"routing:{block}:{server}",
-                    f"routing  {block} is now routed to {server} (read back from the API)",
+                out.append(
+                    Event(
+                        now,
+                        f"routing:{block}:{server}:{now}",
+                        f"routing  {block} -> {server} (GET /ip/{{ip}} routedTo, per /status)",
+                    )
                 )
-        for move in self.status.get("in_flight") or ():
-            self.t.event(
-                f"inflight:{move.get('move_id')}:{move.get('phase')}",
-                f"move     {move.get('move_id')} {move.get('trigger')} -> {move.get('target')}:"
-                f" {move.get('phase')} ({', '.join(move.get('blocks') or ())})",
-            )
-
-    def _report_history(self, entries: list[Any]) -> None:
-        for entry in sorted(
-            (e for e in entries if isinstance(e, dict)), key=lambda e: e.get("id", 0)
-        ):
-            entry_id = entry.get("id")
-            if not isinstance(entry_id, int) or entry_id in self.history_seen:
-                continue
-            self.history_seen.add(entry_id)
-            details = entry.get("details") or {}
-            more = [
-                f"{key}: {value}"
-                for key, value in details.items()
-                if value not in (None, "") and key not in ("group",)
-            ]
-            self.t.event(
-                f"history:{entry_id}",
-                f"{entry.get('kind', 'event'):<8} {entry.get('message', '')}",
-                *more,
-            )
-
-    def _report_logs(self) -> None:
-        """Log lines that carry a task id or a duration: the move's progress, step by step."""
-        logs = self.daemon.logs
-        while self.log_index < len(logs):
-            record = logs[self.log_index]
-            self.log_index += 1
-            event = str(record.get("event", ""))
-            keys = ("block", "task_id", "target", "server", "took_s", "state")
-            interesting = (
-                "task_id" in record
-                or "took_s" in record
-                or record.get("level") in ("warning", "error", "critical")
-            )
-            if not interesting:
-                continue
-            parts = [f"{k}={record[k]}" for k in keys if record.get(k) not in (None, "")]
-            self.t.event(f"log:{self.log_index}", f"log      {event}  " + " ".join(parts))
+        return out
 
 
 # ----------------------------------------------------------------------------- the story
@@ -476,8 +516,16 @@ async def cli_status(policy: Path, url: str, out: TextIO) -> bool:
     return True
 
 
-async def _demo(keep_running: bool, out: TextIO) -> int:
+async def _demo(
+    keep_running: bool,
+    out: TextIO,
+    *,
+    move_deadline: float = MOVE_DEADLINE,
+    faults: Sequence[Fault] = (),
+) -> int:
+    """The whole demonstration; `move_deadline` and `faults` exist for its own tests."""
     t = Timeline(out)
+    started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="failoverd-demo-"))
     servers = {name: HealthServer(name) for name in SERVERS}
     sim: RunningSimulator | None = None
@@ -486,6 +534,8 @@ async def _demo(keep_running: bool, out: TextIO) -> int:
         t.say("failoverd demo: an Additional IP failover, end to end, on this machine only")
         inventory = demo_inventory(workdir)
         sim = await start_simulator(inventory)
+        for fault in faults:
+            sim.state.add_fault(fault)
         for server in servers.values():
             await server.start()
         port = free_port()
@@ -502,8 +552,9 @@ async def _demo(keep_running: bool, out: TextIO) -> int:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             w = Watcher(http, daemon, t)
             await _healthy_world(t, w)
-            await _fail_primary(t, w, servers[PRIMARY], sim)
+            await _fail_primary(t, w, servers[PRIMARY], sim, move_deadline)
             await _final(t, w, sim, policy, out)
+            t.say(f"\ndemo done in {time.monotonic() - started:.1f}s")
             if keep_running:
                 await _keep_running(t, w, servers[PRIMARY], policy)
         return 0
@@ -521,21 +572,8 @@ async def _demo(keep_running: bool, out: TextIO) -> int:
 
 async def _healthy_world(t: Timeline, w: Watcher) -> None:
     loop = asyncio.get_running_loop()
-    t.chapter("starting: waiting until the daemon sees every server up")
-
-    async def quiet() -> None:
-        await w.poll(report=False)
-
+    t.chapter("starting: the daemon reads the routing, checks every server, runs the preflight")
     deadline = loop.time() + READY_DEADLINE
-    ready = False
-
-    async def probe() -> None:
-        nonlocal ready
-        await quiet()
-        ready = ready or await w.healthy()
-
-    await wait_for("the daemon's /healthz", lambda: ready, probe, deadline)
-    t.event("ready", f"daemon   ready on {w.daemon.url}")
 
     def all_up() -> bool:
         health = {s.get("name"): s.get("health") for s in w.status.get("servers") or ()}
@@ -546,14 +584,13 @@ async def _healthy_world(t: Timeline, w: Watcher) -> None:
             all(health.get(name) == "up" for name in SERVERS)
             and bool(routing)
             and all(server == PRIMARY for server in routing.values())
-            and FAR_STANDBY in eligible
-            and STANDBY in eligible
+            and {FAR_STANDBY, STANDBY} <= set(eligible)
         )
 
     await wait_for(
         "every server up, the blocks on the primary and the preflight done",
         all_up,
-        quiet,
+        w.poll,
         deadline,
     )
     group = w.group()
@@ -561,20 +598,15 @@ async def _healthy_world(t: Timeline, w: Watcher) -> None:
     for block, server in (group.get("routing") or {}).items():
         t.say(f"           {block} routed to {server}")
     for server, ok in (group.get("eligible") or {}).items():
-        verdict = "eligible" if ok else "NOT eligible"
-        t.say(f"           preflight: {server} {verdict} to take over")
-    # Start the next chapter from what the daemon reports now, not from history.
-    await w.poll(report=False)
-    w.health = {s["name"]: s["health"] for s in w.status.get("servers") or ()}
-    w.group_status = w.group().get("status")
-    w.routing = dict(w.group().get("routing") or {})
-    w.log_index = len(w.daemon.logs)
+        t.say(f"           preflight: {server} {'eligible' if ok else 'NOT eligible'}")
     history = await w.get_json(f"/history?group={GROUP}&limit=200")
-    w.history_seen = {e["id"] for e in history or () if isinstance(e, dict) and "id" in e}
+    ids = [e["id"] for e in history or () if isinstance(e, dict) and isinstance(e.get("id"), int)]
+    w.history_from = max(ids, default=0)
+    w.new_chapter()
 
 
 async def _fail_primary(
-    t: Timeline, w: Watcher, primary: HealthServer, sim: RunningSimulator
+    t: Timeline, w: Watcher, primary: HealthServer, sim: RunningSimulator, deadline: float
 ) -> None:
     loop = asyncio.get_running_loop()
     t.chapter(f"stopping the primary {PRIMARY}: its health endpoint stops answering")
@@ -588,19 +620,15 @@ async def _fail_primary(
 
     try:
         await wait_for(
-            f"the blocks to be verified on {STANDBY}",
-            moved,
-            w.poll,
-            loop.time() + MOVE_DEADLINE,
+            f"the blocks to be verified on {STANDBY}", moved, w.poll, loop.time() + deadline
         )
     except DemoFailed as exc:
         routing = {b: sim.state.routing(b) for b in w.routing}
         raise DemoFailed(
-            f"the failover did not complete within {MOVE_DEADLINE:.0f}s ({exc}); "
+            f"the failover did not complete within {deadline:.0f}s ({exc}); "
             f"the simulator routes {routing}; the daemon's last lines:\n{w.daemon.tail()}"
         ) from None
-    # A last look, so the final log lines and history entries are in the timeline.
-    await w.poll()
+    await w.poll()  # the last log lines and journal steps of the move
 
 
 async def _final(t: Timeline, w: Watcher, sim: RunningSimulator, policy: Path, out: TextIO) -> None:
@@ -620,20 +648,26 @@ async def _final(t: Timeline, w: Watcher, sim: RunningSimulator, policy: Path, o
             )
     t.say(f"\nfailoverd status --url {w.daemon.url}")
     if not await cli_status(policy, w.daemon.url, out):
-        await w.poll(report=False)
         for line in render_status(w.status):
             t.say(line)
     final = {b: sim.state.routing(b) for b in w.routing}
-    t.say(
-        f"\nOK: every block of {GROUP} is routed to {STANDBY}: "
-        + ", ".join(f"{b} -> {s}" for b, s in final.items())
-    )
     if any(server != STANDBY for server in final.values()):
         raise DemoFailed(f"the simulator disagrees with the daemon: {final}")
+    t.say(f"\nOK: every block of group {GROUP} is routed to the eligible standby {STANDBY}:")
+    for block, server in final.items():
+        t.say(f"  {block} -> {server}")
 
 
 async def _keep_running(t: Timeline, w: Watcher, primary: HealthServer, policy: Path) -> None:
-    await primary.start()  # repaired: a manual move back needs a healthy target
+    t.chapter(f"repairing the primary {PRIMARY}")
+    await primary.start()  # a manual move back needs a healthy target
+    loop = asyncio.get_running_loop()
+
+    def primary_up() -> bool:
+        health = {s.get("name"): s.get("health") for s in w.status.get("servers") or ()}
+        return health.get(PRIMARY) == "up"
+
+    await wait_for(f"{PRIMARY} to be up again", primary_up, w.poll, loop.time() + READY_DEADLINE)
     me = cli()
     t.say(
         f"""
@@ -649,7 +683,6 @@ Everything keeps running until Ctrl-C. In another shell:
 {policy.parent / "admin.token"}, which the policy names.)"""
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -663,10 +696,22 @@ Everything keeps running until Ctrl-C. In another shell:
     t.say("\nstopping")
 
 
+def run(
+    *,
+    keep_running: bool,
+    out: TextIO,
+    err: TextIO,
+    move_deadline: float = MOVE_DEADLINE,
+    faults: Sequence[Fault] = (),
+) -> int:
+    """The demo with its output streams (and test knobs) as arguments."""
+    try:
+        return asyncio.run(_demo(keep_running, out, move_deadline=move_deadline, faults=faults))
+    except DemoFailed as exc:
+        print(f"\ndemo failed: {exc}", file=err, flush=True)
+        return 1
+
+
 def main(*, keep_running: bool) -> int:
     """`failoverd demo`: 0 when the failover was shown end to end, 1 otherwise."""
-    try:
-        return asyncio.run(_demo(keep_running, sys.stdout))
-    except DemoFailed as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
-        return 1
+    return run(keep_running=keep_running, out=sys.stdout, err=sys.stderr)
