@@ -1,0 +1,287 @@
+"""End to end: `failoverd run` as a subprocess against the simulator and loopback servers.
+
+The simulator and the "servers" run in the test's event loop, so every blocking wait on
+the daemon (its log lines, its notify socket, HTTP calls) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failoverd.sim.server import RunningSimulator, start_simulator
+from tests.fixtures.daemon import (
+    SIM_ENV,
+    TOKEN,
+    Daemon,
+    NotifySocket,
+    daemon_policy,
+    free_port,
+    http,
+    in_thread,
+)
+from tests.fixtures.servers import SwitchableHttpServer
+from tests.fixtures.sim import build_inventory
+
+pytestmark = pytest.mark.slow
+
+PRIMARY = "ns1001.ip-51-68-100.eu"
+STANDBY = "ns1002.ip-51-68-100.eu"
+BLOCK = "203.0.113.8/29"
+
+
+@dataclass
+class World:
+    tmp: Path
+    sim: RunningSimulator
+    primary: SwitchableHttpServer
+    standby: SwitchableHttpServer
+    port: int
+    policy: Path
+    token_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_policy(self, **overrides: Any) -> None:
+        args: dict[str, Any] = {
+            "endpoint": self.sim.base_url,
+            "port": self.port,
+            "state_dir": self.tmp / "state",
+            "token_file": self.token_file,
+            "checks": {PRIMARY: self.primary.url, STANDBY: self.standby.url},
+            "groups": {"web": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": [BLOCK]}},
+        }
+        args.update(overrides)
+        self.policy.write_text(daemon_policy(**args))
+
+
+async def make_world(
+    tmp_path: Path, http_server_factory: Callable[..., Any], **inventory: Any
+) -> World:
+    sim = await start_simulator(build_inventory(**inventory))
+    primary = await http_server_factory()
+    standby = await http_server_factory()
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(TOKEN + "\n")
+    world = World(
+        tmp_path, sim, primary, standby, free_port(), tmp_path / "policy.yaml", token_file
+    )
+    world.write_policy()
+    return world
+
+
+@pytest.fixture
+async def world(tmp_path: Path, http_server_factory: Any) -> AsyncIterator[World]:
+    w = await make_world(tmp_path, http_server_factory)
+    try:
+        yield w
+    finally:
+        await w.sim.close()
+
+
+def get_json(url: str) -> Any:
+    status, _, body = http("GET", url)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+async def test_ready_watchdog_status_and_clean_stop(
+    world: World, start_daemon: Callable[..., Daemon], notify_socket: NotifySocket
+) -> None:
+    d = start_daemon(world.policy, env=SIM_ENV, notify=notify_socket, watchdog_usec=400_000)
+    await in_thread(d.wait_ready)
+    # Pings every 200 ms while the supervisor cycles: wait for a few, never sleep.
+    assert await in_thread(
+        notify_socket.wait_for, lambda ms: sum(m == "WATCHDOG=1" for m in ms) >= 3, 15.0
+    ), notify_socket.messages
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    await in_thread(d.wait_event, "decision", 15.0)
+    status = await in_thread(get_json, world.url + "/status")
+    assert status["groups"][0]["name"] == "web"
+    assert await in_thread(
+        d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == PRIMARY
+    )
+    _, _, body = await in_thread(http, "GET", world.url + "/metrics")
+    assert metric(body.decode(), "failoverd_config_last_reload_successful") == 1.0
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # also checked against the fake engine in test_web.py
+        proc = await asyncio.create_subprocess_exec(
+            promtool,
+            "check",
+            "metrics",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate(body)
+        assert proc.returncode == 0, out.decode()
+    assert await in_thread(d.stop) == 0
+    assert notify_socket.messages[0].split("\n")[0] == "READY=1"
+    assert notify_socket.count("STOPPING=1") == 1
+    assert "Traceback" not in d.output()
+    assert await in_thread(d.wait_event, "failoverd stopped")
+
+
+async def test_sighup_with_a_valid_change_applies_it(
+    world: World, start_daemon: Callable[..., Daemon], notify_socket: NotifySocket
+) -> None:
+    d = start_daemon(world.policy, env=SIM_ENV, notify=notify_socket)
+    await in_thread(d.wait_ready)
+    world.write_policy(
+        groups={
+            "web": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": [BLOCK]},
+            "mail": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": ["198.51.100.7/32"]},
+        }
+    )
+    d.signal(signal.SIGHUP)
+    await in_thread(d.wait_event, "policy reloaded")
+    status = await in_thread(get_json, world.url + "/status")
+    assert [g["name"] for g in status["groups"]] == ["web", "mail"]
+    _, _, body = await in_thread(http, "GET", world.url + "/metrics")
+    assert metric(body.decode(), "failoverd_config_last_reload_successful") == 1.0
+    assert await in_thread(
+        notify_socket.wait_for,
+        lambda ms: (
+            any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in ms)
+            and sum(m.startswith("READY=1") for m in ms) >= 2
+        ),
+        10.0,
+    ), notify_socket.messages
+    history = await in_thread(get_json, world.url + "/history?limit=100")
+    assert any(e["kind"] == "reload" for e in history)
+    assert await in_thread(d.stop) == 0
+
+
+async def test_sighup_with_a_broken_file_keeps_the_old_policy(
+    world: World, start_daemon: Callable[..., Daemon]
+) -> None:
+    d = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(d.wait_ready, world.url)
+    world.policy.write_text(
+        world.policy.read_text().replace("fall: 2", "fall: zero") + "bogus_key: 1\n"
+    )
+    d.signal(signal.SIGHUP)
+    refused = await in_thread(
+        d.wait_event, "policy reload refused; the previous policy keeps running"
+    )
+    assert refused["reason"] == "2 problem(s) in the new policy"
+    problems = [r["reason"] for r in d.records() if r.get("event") == "policy problem"]
+    assert len(problems) == 2
+    assert any("bogus_key" in p for p in problems)
+    assert all(p.startswith(f"{world.policy}:") for p in problems)
+    _, _, body = await in_thread(http, "GET", world.url + "/metrics")
+    assert metric(body.decode(), "failoverd_config_last_reload_successful") == 0.0
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    status = await in_thread(get_json, world.url + "/status")
+    assert [g["name"] for g in status["groups"]] == ["web"]
+    # Still working on the old policy: the primary goes down, the block moves.
+    await world.primary.stop()
+    await in_thread(
+        d.wait_log, lambda r: r.get("event") == "server down" and r.get("server") == PRIMARY
+    )
+    deadline = asyncio.get_running_loop().time() + 20
+    while world.sim.state.routing(BLOCK) != STANDBY:
+        assert asyncio.get_running_loop().time() < deadline, d.output()
+        await asyncio.sleep(0.05)  # polling the simulator's state with a deadline
+    assert await in_thread(d.stop) == 0
+
+
+async def test_second_instance_on_the_same_state_dir_exits(
+    world: World, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    first = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(first.wait_ready, world.url)
+    other = tmp_path / "other.yaml"
+    other.write_text(world.policy.read_text().replace(f":{world.port}", f":{free_port()}"))
+    second = start_daemon(other, env=SIM_ENV)
+    assert await in_thread(second.wait_exit, 30.0) == 1
+    expected = (
+        f"failoverd: another failoverd (pid {first.proc.pid}) is running with state directory "
+        f"{tmp_path / 'state'}"
+    )
+    assert second.stderr_lines == [expected]
+    assert "Traceback" not in second.output()
+    assert first.proc.poll() is None
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    assert await in_thread(first.stop) == 0
+
+
+async def test_invalid_policy_at_start_exits_78(
+    tmp_path: Path, start_daemon: Callable[..., Daemon]
+) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("daemon: {listen: nowhere}\ngroups: {web: {primary: a}}\nextra: 1\n")
+    d = start_daemon(policy)
+    assert await in_thread(d.wait_exit, 30.0) == 78
+    assert len(d.stderr_lines) >= 3
+    assert all(line.startswith(f"{policy}:") for line in d.stderr_lines)
+    assert "Traceback" not in d.output()
+
+
+async def test_sigterm_during_a_move_exits_cleanly_with_the_task_id_journaled(
+    tmp_path: Path, http_server_factory: Any, start_daemon: Callable[..., Daemon]
+) -> None:
+    # Tasks take a minute: the move is certainly in flight when SIGTERM arrives.
+    world = await make_world(
+        tmp_path, http_server_factory, task_durations={"init": 0.05, "todo": 0.05, "doing": 60}
+    )
+    try:
+        d = start_daemon(world.policy, env=SIM_ENV)
+        await in_thread(d.wait_ready, world.url)
+        await in_thread(
+            d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == PRIMARY
+        )
+        await world.primary.stop()
+        submitted = await in_thread(d.wait_event, "move submitted", 20.0)
+        task_id = submitted["task_id"]
+        began = asyncio.get_running_loop().time()
+        d.signal(signal.SIGTERM)
+        assert await in_thread(d.wait_exit, 30.0) == 0
+        assert asyncio.get_running_loop().time() - began < 22
+        assert "Traceback" not in d.output()
+        with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+            rows = db.execute(
+                "SELECT step, task_id FROM steps WHERE block = ? ORDER BY seq", (BLOCK,)
+            ).fetchall()
+        assert ("submitted", task_id) in rows
+        moves = [a for a in world.sim.state.audit() if a.get("action") == "move"]
+        assert len(moves) == 1
+        # Stopped while the task runs: nothing finished it, the next start will follow it.
+        assert ("verified", task_id) not in rows
+    finally:
+        await world.sim.close()
+
+
+async def test_runs_degraded_without_credentials(
+    world: World, start_daemon: Callable[..., Daemon]
+) -> None:
+    d = start_daemon(world.policy, env={})
+    await in_thread(d.wait_ready, world.url)
+    line = await in_thread(
+        d.wait_log, lambda r: str(r.get("event", "")).startswith("no usable OVH credentials")
+    )
+    assert line["level"] == "error"
+    assert "OVH_APPLICATION_KEY" in line["reason"] or "ovh.conf" in line["reason"]
+    status = await in_thread(get_json, world.url + "/status")
+    assert {s["name"] for s in status["servers"]} == {PRIMARY, STANDBY}
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    assert await in_thread(d.stop) == 0
+    assert "Traceback" not in d.output()
