@@ -705,8 +705,12 @@ class HealthMonitor:
                     entry.tasks.pop(key).cancel()
             for key in entry.tracker.keys:
                 if key not in entry.tasks:
+                    # The first deadline is fixed now, not when the task first runs, so a
+                    # busy loop at start makes that round late (visible as lag), not skipped.
+                    first = next_deadline(now, check_phase(name, key), key[0].timing.interval)
                     entry.tasks[key] = self._loop.create_task(
-                        self._run(name, key), name=f"check {name} {key[0].kind} {key[0].target}"
+                        self._run(name, key, first),
+                        name=f"check {name} {key[0].kind} {key[0].target}",
                     )
 
     def _publish(self, name: str, previous: ServerHealth | None, current: ServerHealth) -> None:
@@ -720,13 +724,12 @@ class HealthMonitor:
             for sub in list(self._subscribers):
                 sub.push(change)
 
-    async def _run(self, name: str, key: CheckKey) -> None:
+    async def _run(self, name: str, key: CheckKey, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         prober = self._prober
         assert prober is not None  # tasks exist only between start() and stop()
         check = key[0]
         interval = check.timing.interval
-        deadline = next_deadline(loop.time(), check_phase(name, key), interval)
         while True:
             await _sleep_until(loop, deadline)
             lag = loop.time() - deadline
