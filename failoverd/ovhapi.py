@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import contextvars
 import heapq
 import itertools
@@ -135,6 +136,10 @@ class RequestRecord:
 
 class _NotSentError(OvhTransientError):
     """A transient failure where OVH certainly did not act (connect failure, 429)."""
+
+
+class _InFlightDeadline(DeadlineExceeded):
+    """The deadline passed while a request was on the wire: OVH may have acted on it."""
 
 
 @dataclass(frozen=True)
@@ -519,20 +524,22 @@ class OvhClient:
             route = "/ip/{ip}/move"
             path = f"/ip/{_quoted(block)}/move"
             body = {"to": target}
+        what = f"move of {block_str(block)} to {target}"
         unknown: MoveSubmissionUnknown | None = None
         attempt = 0
         while True:
-            if unknown is not None:
-                found = await self._find_move_task(block, target, Priority.MOVE, deadline)
-                if found is not None:
-                    log.info(
-                        "move found after an uncertain submission",
-                        block=block_str(block),
-                        target=target,
-                        task_id=found.task_id,
-                    )
-                    return self._remember(found)
             try:
+                if unknown is not None:
+                    # An earlier POST may have reached OVH: never send another blindly.
+                    found = await self._find_move_task(block, target, Priority.MOVE, deadline)
+                    if found is not None:
+                        log.info(
+                            "move found after an uncertain submission",
+                            block=block_str(block),
+                            server=target,
+                            task_id=found.task_id,
+                        )
+                        return self._remember(found)
                 answer = await self._call(
                     "POST",
                     route,
@@ -548,54 +555,61 @@ class OvhClient:
                 log.warning(
                     "move submission uncertain",
                     block=block_str(block),
-                    target=target,
+                    server=target,
                     reason=exc.message,
                     query_id=exc.query_id,
                 )
                 if not await self._backoff(attempt, deadline):
                     raise MoveSubmissionUnknown(
-                        f"move of {block_str(block)} to {target}: outcome unknown at the "
-                        f"deadline after {exc.message}; follow it with find_move_task",
+                        f"{what}: outcome unknown at the deadline after {exc.message}; "
+                        "follow it with find_move_task",
                         route=route,
                         http_status=exc.http_status,
+                        error_class=exc.error_class,
                         query_id=exc.query_id,
                     ) from exc
                 continue
-            except DeadlineExceeded as exc:
+            except OvhPermanentError as exc:
                 if unknown is None:
                     raise
-                raise MoveSubmissionUnknown(
-                    f"move of {block_str(block)} to {target}: outcome unknown at the deadline "
-                    f"after {unknown.message}; follow it with find_move_task",
-                    route=route,
-                    query_id=unknown.query_id,
-                ) from exc
-            except OvhPermanentError as exc:
-                if unknown is None or isinstance(exc, OvhAuthError):
-                    raise
                 # Our earlier POST may have created the pending move OVH now refuses for.
-                found = await self._find_move_task(block, target, Priority.MOVE, deadline)
-                if found is not None:
-                    return self._remember(found)
+                with contextlib.suppress(OvhError):
+                    found = await self._find_move_task(block, target, Priority.MOVE, deadline)
+                    if found is not None:
+                        return self._remember(found)
                 raise MoveSubmissionUnknown(
-                    f"move of {block_str(block)} to {target}: an earlier submission failed "
-                    f"({unknown.message}) and the resubmission was refused ({exc.message}); "
-                    "the move may be in flight: follow it with find_move_task",
+                    f"{what}: an earlier submission failed ({unknown.message}) and then "
+                    f"{exc.message}; the move may be in flight: follow it with find_move_task",
                     route=route,
                     http_status=exc.http_status,
                     error_class=exc.error_class,
                     query_id=exc.query_id,
                 ) from exc
+            except OvhError as exc:
+                # A deadline (or a failing task listing) after an uncertain POST leaves the
+                # move's fate open; before any POST went out it is a plain failure.
+                if unknown is None:
+                    raise
+                raise MoveSubmissionUnknown(
+                    f"{what}: outcome unknown at the deadline after {unknown.message}; "
+                    "follow it with find_move_task",
+                    route=route,
+                    http_status=unknown.http_status,
+                    error_class=unknown.error_class,
+                    query_id=unknown.query_id,
+                ) from exc
             task_id = _task_id(answer)
             if task_id is None:
                 # 2xx without a task id: OVH took it, but we cannot follow it by id.
-                unknown = MoveSubmissionUnknown(
-                    f"POST {route} answered without a task id", route=route
+                with contextlib.suppress(OvhError):
+                    found = await self._find_move_task(block, target, Priority.MOVE, deadline)
+                    if found is not None:
+                        return self._remember(found)
+                raise MoveSubmissionUnknown(
+                    f"{what}: OVH accepted the move without a task id; follow it with "
+                    "find_move_task",
+                    route=route,
                 )
-                found = await self._find_move_task(block, target, Priority.MOVE, deadline)
-                if found is not None:
-                    return self._remember(found)
-                raise unknown
             return self._remember(MoveTicket(block=block, target=target, via=via, task_id=task_id))
 
     async def task_status(self, ticket: MoveTicket) -> TaskStatus:
@@ -962,6 +976,11 @@ class OvhClient:
             try:
                 return await self._attempt(method, route, path, body, priority, deadline)
             except DeadlineExceeded as exc:
+                if not resend and isinstance(exc, _InFlightDeadline):
+                    raise MoveSubmissionUnknown(
+                        f"{method} {_display(path)}: no answer before the deadline",
+                        route=route,
+                    ) from exc
                 if last is None:
                     raise
                 raise self._gave_up(method, path, route, attempt - 1, last) from exc
@@ -1081,7 +1100,7 @@ class OvhClient:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.wrap_future(cfut, loop=loop)
         except TimeoutError as exc:
-            raise DeadlineExceeded(
+            raise _InFlightDeadline(
                 f"{method} {route}: no answer before the deadline", route=route
             ) from exc
 

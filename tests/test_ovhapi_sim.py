@@ -12,6 +12,7 @@ import pytest
 from failoverd.errors import (
     DeadlineExceeded,
     MoveFailed,
+    MoveSubmissionUnknown,
     OvhAuthError,
     OvhNotFound,
     OvhPermanentError,
@@ -486,3 +487,23 @@ async def test_move_overtakes_queued_reads_against_the_simulator(sim: RunningSim
         assert ticket.task_id == accepted_moves(sim)[0]["task_id"]
     finally:
         await client.close()
+
+
+async def test_move_post_unanswered_at_the_deadline_is_unknown_not_refused() -> None:
+    sim = await slow_sim()
+    client = adapter(sim, timeout=2.0)
+    try:
+        await client.service_info(NS2)
+        sim.state.add_fault(
+            Fault(kind="slow", delay=0.4, route="/dedicated/server/*/ipMove", count=1)
+        )
+        with pytest.raises(MoveSubmissionUnknown, match="follow it with find_move_task"):
+            await client.submit_move(BLOCK29, NS2, deadline=deadline(0.2))
+        # OVH did act on it: the caller finds the move instead of sending another.
+        await until(lambda: len(accepted_moves(sim)) == 1)
+        found = await client.find_move_task(BLOCK29, NS2)
+        assert found is not None
+        assert found.task_id == accepted_moves(sim)[0]["task_id"]
+    finally:
+        await client.close()
+        await sim.close()
