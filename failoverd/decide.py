@@ -51,6 +51,7 @@ class GroupState:
     moving_to: str | None = None  # target of the in-flight move, counted against capacity
     last_move_at: float | None = None  # wall time the latest move finished (for sentences)
     drift: str | None = None  # last drift message reported (DriftDetected only on change)
+    moving_trigger: Trigger | None = None  # an automatic move in flight counts for max_failovers
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,39 @@ def _guards(
             f"{human_duration(mf.window)} (limit {mf.count}); automatic moves frozen "
             f"until {clock(resume_at)}"
         )
+    elif len(recent) + _auto_in_flight(state) >= mf.count:
+        guards["max_failovers"] = _Budget(mf.count, len(recent), _auto_in_flight(state)).message(
+            mf.window
+        )
     return guards, recent
+
+
+def _auto_in_flight(state: EngineState) -> int:
+    return sum(1 for g in state.groups.values() if g.moving and g.moving_trigger == "auto")
+
+
+@dataclass
+class _Budget:
+    """What is left of max_failovers in this cycle: moves in flight and planned count too.
+
+    Without this, ten primaries failing in one cycle would start ten moves under a limit of
+    five, since the window only learns of a failover when it finishes.
+    """
+
+    limit: int
+    done: int  # finished automatic failovers inside the window
+    started: int  # automatic moves in flight or planned in this cycle
+
+    @property
+    def left(self) -> int:
+        return self.limit - self.done - self.started
+
+    def message(self, window: float) -> str:
+        return (
+            f"max failovers: {_plural(self.done, 'automatic failover')} in the last "
+            f"{human_duration(window)} and {self.started} under way (limit {self.limit}); "
+            "automatic moves frozen"
+        )
 
 
 _GUARD_ORDER: tuple[GuardName, ...] = ("mass_failure", "canary", "max_failovers")
@@ -413,6 +446,8 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
     """One cycle: guards, pause expiry, triggers, target choice, failback, drift."""
     guards, recent = _guards(state, obs, policy)
     guard_msg = _guard_message(guards)
+    mf = policy.guards.max_failovers
+    budget = _Budget(mf.count, len(recent), _auto_in_flight(state))
     held = {name: holder(group, obs.routing) for name, group in policy.groups.items()}
     holds = _standby_holds(state, policy, obs.routing, {n: h for n, (h, _) in held.items()})
     actions: list[Action] = []
@@ -427,10 +462,13 @@ def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
             policy,
             guard_msg,
             holds,
+            budget,
         )
         actions += mine
         new_groups[name] = gs
         statuses[name] = _status(gs, held[name][0], group)
+    if budget.left <= 0 and "max_failovers" not in guards:
+        guards["max_failovers"] = budget.message(mf.window)
     return Decision(
         state=EngineState(
             groups=MappingProxyType(new_groups),
@@ -451,6 +489,7 @@ def _decide_group(
     policy: Policy,
     guard_msg: str | None,
     holds: dict[str, int],  # updated when a move to a standby is planned in this cycle
+    budget: _Budget,  # updated when an automatic move is planned in this cycle
 ) -> tuple[GroupState, list[Action]]:
     name, now = group.name, obs.now
     actions: list[Action] = []
@@ -488,6 +527,9 @@ def _decide_group(
             elif trigger == "auto" and now < gs.cooldown_until:
                 msg = f"{phrase}, not moving; {_cooldown_message(gs, name, now)}"
                 blocked = Blocked(name, "cooldown", msg)
+            elif trigger == "auto" and budget.left <= 0:
+                msg = f"{phrase}, not moving; {budget.message(policy.guards.max_failovers.window)}"
+                blocked = Blocked(name, "guard", msg)
             else:
                 order = (group.primary,) if trigger == "failback" else candidates(group, current)
                 target, considered = _choose(order, group, obs, policy, holds)
@@ -515,6 +557,8 @@ def _decide_group(
                     reason = move.reason
                     if target != group.primary:
                         holds[target] = holds.get(target, 0) + 1
+                    if trigger == "auto":
+                        budget.started += 1
             if blocked is not None:
                 reason = blocked.message
                 if trigger == "auto" and blocked.reason in ("guard", "cooldown"):
@@ -714,11 +758,22 @@ def _with_group(state: EngineState, group: str, gs: GroupState) -> EngineState:
 
 
 def move_started(
-    state: EngineState, group: str, move_id: str, now: float, target: str | None = None
+    state: EngineState,
+    group: str,
+    move_id: str,
+    now: float,
+    target: str | None = None,
+    trigger: Trigger | None = None,
 ) -> EngineState:
-    """A move of `group` is in flight: no other StartMove for it until it finishes."""
+    """A move of `group` is in flight: no other StartMove for it until it finishes.
+
+    Pass `target` so capacity counts it and `trigger` so an automatic move counts for
+    max_failovers while it runs (the window itself learns of it in move_finished).
+    """
     gs = state.groups.get(group) or GroupState()
-    return _with_group(state, group, replace(gs, moving=move_id, moving_to=target))
+    return _with_group(
+        state, group, replace(gs, moving=move_id, moving_to=target, moving_trigger=trigger)
+    )
 
 
 def move_finished(
@@ -736,6 +791,7 @@ def move_finished(
         gs,
         moving=None,
         moving_to=None,
+        moving_trigger=None,
         cooldown_until=now + cooldown,
         last_move_at=now,
         blocked=None,

@@ -1167,9 +1167,52 @@ def test_max_failovers_window_slides() -> None:
     still = decide(frozen.state, obs(down("ns1"), now=NOW + 3599), POLICY)
     assert "max_failovers" in still.state.guards
     freed = decide(still.state, obs(down("ns1"), now=NOW + 3600), POLICY)
-    assert "max_failovers" not in freed.state.guards
     assert freed.state.failovers == tuple(NOW + i * 600 for i in range(1, 5))
     assert [type(a) for a in freed.actions] == [StartMove]
+    # The move just planned spends the last unit of the budget: frozen again at once.
+    assert freed.state.guards["max_failovers"] == (
+        "max failovers: 4 automatic failovers in the last 1h and 1 under way (limit 5); "
+        "automatic moves frozen"
+    )
+
+
+def _many_groups(n: int) -> Policy:
+    servers = [f"p{i}" for i in range(n)] + [f"s{i}" for i in range(n)]
+    groups = [GroupPolicy(f"g{i}", f"p{i}", (f"s{i}",), (net(f"10.0.{i}.0/29"),)) for i in range(n)]
+    return make_policy(*groups, servers=servers, mass=MassFailure(fraction=0.9, min_servers=3))
+
+
+def test_max_failovers_counts_the_moves_planned_in_the_same_cycle() -> None:
+    pol = _many_groups(8)
+    health = {f"p{i}": down(f"p{i}") for i in range(8)} | {f"s{i}": up(f"s{i}") for i in range(8)}
+    routing = {f"10.0.{i}.0/29": f"p{i}" for i in range(8)}
+    d = decide(EngineState.initial(pol), Observation(NOW, health, routing), pol)
+    started = [a.group for a in d.actions if isinstance(a, StartMove)]
+    refused = [a for a in d.actions if isinstance(a, Blocked)]
+    assert started == ["g0", "g1", "g2", "g3", "g4"]
+    budget = (
+        "max failovers: 0 automatic failovers in the last 1h and 5 under way (limit 5); "
+        "automatic moves frozen"
+    )
+    assert refused == [
+        Blocked(f"g{i}", "guard", f"primary p{i} down for 3 checks, not moving; {budget}")
+        for i in (5, 6, 7)
+    ]
+    assert d.state.guards["max_failovers"] == budget
+    assert d.statuses["g7"] is D
+
+
+def test_max_failovers_counts_automatic_moves_in_flight_only() -> None:
+    pol = _many_groups(6)
+    health = {f"p{i}": down(f"p{i}") for i in range(6)} | {f"s{i}": up(f"s{i}") for i in range(6)}
+    routing = {f"10.0.{i}.0/29": f"p{i}" for i in range(6)}
+    s = EngineState.initial(pol)
+    for i in range(4):
+        s = move_started(s, f"g{i}", f"m-{i}", NOW, target=f"s{i}", trigger="auto")
+    s = move_started(s, "g4", "m-4", NOW, target="s4", trigger="manual")
+    d = decide(s, Observation(NOW, health, routing), pol)
+    assert [a.group for a in d.actions if isinstance(a, StartMove)] == ["g5"]
+    assert "under way" in d.state.guards["max_failovers"]
 
 
 def test_pause_with_expiry_then_resume() -> None:

@@ -66,6 +66,7 @@ group_state_st = st.builds(
     moving=st.sampled_from([None, None, None, "m-1"]),
     blocked=st.sampled_from([None, "cooldown", "guard", "paused", "no_eligible_target"]),
     moving_to=st.sampled_from([None, "ns2", "ns3"]),
+    moving_trigger=st.sampled_from([None, "auto", "manual"]),
 )
 
 
@@ -95,7 +96,9 @@ def worlds(draw: st.DrawFn) -> World:
     bad = draw(st.sets(st.tuples(st.sampled_from(SERVERS), st.sampled_from(BLOCKS)), max_size=4))
     state = EngineState(
         groups={"web": draw(group_state_st), "db": draw(group_state_st)},
-        failovers=tuple(NOW - 700 * i for i in range(draw(st.sampled_from([0, 0, 0, 1, 2, 5, 6])))),
+        failovers=tuple(
+            NOW - 700 * i for i in range(draw(st.sampled_from([0, 0, 0, 1, 3, 4, 5, 6])))
+        ),
     )
     obs = Observation(
         now=NOW,
@@ -123,6 +126,12 @@ def test_automatic_decisions_are_safe(world: World) -> None:
     d = decide(world.state, world.obs, world.policy)
     assert list(d.state.groups) == list(world.policy.groups)
     assert d.reason
+    limit = world.policy.guards.max_failovers
+    planned = [a for a in d.actions if isinstance(a, StartMove) and a.trigger == "auto"]
+    if planned:
+        done = [t for t in world.state.failovers if t > world.obs.now - limit.window]
+        going = [g for g in world.state.groups.values() if g.moving and g.moving_trigger == "auto"]
+        assert len(done) + len(going) + len(planned) <= limit.count
     for name, g in world.policy.groups.items():
         before = world.state.groups[name]
         after = d.state.groups[name]
@@ -142,7 +151,15 @@ def test_automatic_decisions_are_safe(world: World) -> None:
         assert not paused
         assert drift is None
         assert current is not None
-        assert not d.state.guards
+        assert "mass_failure" not in d.state.guards
+        assert "canary" not in d.state.guards
+        window = world.policy.guards.max_failovers
+        done = [t for t in world.state.failovers if t > world.obs.now - window.window]
+        under_way = [
+            s for s in world.state.groups.values() if s.moving and s.moving_trigger == "auto"
+        ]
+        if m.trigger == "auto":
+            assert len(done) + len(under_way) < window.count
         assert m.target in g.members
         assert m.target != current
         assert _up(world.obs, m.target)
