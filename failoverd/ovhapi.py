@@ -1039,7 +1039,22 @@ class OvhClient:
             deadline,
             lambda: self._client.raw_call(method, path, data=body, need_auth=True),
         )
-        return _decode(answer, method, route, path)
+        try:
+            return _decode(answer, method, route, path)
+        except OvhAuthError as exc:
+            if not self._signed or exc.error_class != "QUERY_TIME_OUT":
+                raise
+            # Our clock drifted from OVH's since the offset was read (a daemon runs for
+            # months): read it again and retry; OVH refused before acting on the request.
+            self._time_synced = False
+            self._client._time_delta = None  # the library's cache of the offset
+            raise _NotSentError(
+                exc.message,
+                route=route,
+                http_status=exc.http_status,
+                error_class=exc.error_class,
+                query_id=exc.query_id,
+            ) from exc
 
     async def _sync_time(self, priority: Priority, deadline: float) -> None:
         """Read OVH's clock once (unsigned GET /auth/time) as a request of its own."""

@@ -507,3 +507,16 @@ async def test_move_post_unanswered_at_the_deadline_is_unknown_not_refused() -> 
     finally:
         await client.close()
         await sim.close()
+
+
+async def test_clock_drift_is_corrected_by_reading_ovh_time_again(
+    sim: RunningSimulator, client: OvhClient, recorder: Recorded
+) -> None:
+    await client.block_info(BLOCK29)
+    # Simulate months of drift: the library's cached offset is now wrong by an hour. (A
+    # private attribute of the ovh library: the only way to make its clock disagree.)
+    client._client._time_delta = -3600
+    info = await client.block_info(BLOCK29)
+    assert info.routed_to == NS1
+    assert recorder.codes("/ip/{ip}") == ["200", "400", "200"]
+    assert recorder.codes("/auth/time") == ["200", "200"]
