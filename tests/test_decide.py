@@ -671,6 +671,15 @@ ROWS: list[Row] = [
         F,
     ),
     (
+        "failback auto waits while paused",
+        state(paused=True),
+        obs(routing=on("ns2")),
+        FB_AUTO,
+        (Blocked("web", "paused", "failback: primary ns1 up for 1h, not moving; web paused"),),
+        "failback: primary ns1 up for 1h, not moving; web paused",
+        P,
+    ),
+    (
         "failback auto to an ineligible primary: stays, not degraded",
         state(),
         obs(routing=on("ns2"), eligibility={("ns1", B1): no("not allowed")}),
