@@ -100,7 +100,10 @@ async def test_fake_api_serves_curl_and_the_ovh_library() -> None:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         assert proc.stderr is not None
-        assert "Traceback" not in (await proc.stderr.read()).decode()
+        log = (await proc.stderr.read()).decode()
+        assert "Traceback" not in log
+        assert '"GET /1.0/ip/203.0.113.8%2F29 HTTP/1.1" 200' in log  # one access line a request
+        assert "stopped" in (await proc.stdout.read()).decode()
 
 
 async def test_fake_api_without_inventory_uses_the_packaged_default() -> None:

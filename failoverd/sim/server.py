@@ -56,7 +56,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,6 @@ class _Request:
     body: Any
     block: str | None = None  # the block the request is about, for fault scoping
     app_key: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SimState:
@@ -306,6 +305,7 @@ class SimState:
 
     def add_fault(self, fault: Fault) -> int:
         """Activate a fault; returns its id (for remove_fault)."""
+        self.settle()  # keeps the audit in time order
         active = _ActiveFault(next(self._fault_ids), fault, fault.count)
         self._faults.append(active)
         self._record(
@@ -319,6 +319,7 @@ class SimState:
         return len(self._faults) < before
 
     def clear_faults(self) -> None:
+        self.settle()
         self._faults.clear()
         self._record("faults_cleared", None, None, None, None, "")
 
@@ -1127,15 +1128,21 @@ async def start_simulator(
     port: int = 0,
     *,
     clock: Clock | None = None,
+    access_log: logging.Logger | None = None,
 ) -> RunningSimulator:
     """Serve `inventory` on host:port (0: any free port, read back from .port).
 
     `clock` (default: the running loop's time) drives task lifecycles; a test can pass its
-    own to step time instead of waiting.
+    own to step time instead of waiting. `access_log`: one line per request (off in tests).
     """
     state = SimState(inventory, clock or asyncio.get_running_loop().time)
     # A short shutdown timeout: close() must not wait for a deliberately slow answer.
-    runner = web.AppRunner(build_app(state), access_log=None, shutdown_timeout=0.2)
+    runner = web.AppRunner(
+        build_app(state),
+        access_log=access_log,
+        access_log_format='%a "%r" %s %Tfs',
+        shutdown_timeout=0.2,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -1171,7 +1178,8 @@ async def _serve(inventory: Inventory, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)  # handlers only set the event (STYLE #6)
-    sim = await start_simulator(inventory, host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    sim = await start_simulator(inventory, host, port, access_log=logging.getLogger("fake-api"))
     creds = inventory.credentials[0]
     print(
         f"failoverd fake-api: OVH API simulator listening on {sim.base_url}\n"
@@ -1197,7 +1205,3 @@ def main(inventory: Path | None, listen: str) -> int:
     inv = load_inventory(inventory) if inventory is not None else default_inventory()
     asyncio.run(_serve(inv, host, port))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience for `python -m`
-    sys.exit(main(None, "127.0.0.1:8999"))
