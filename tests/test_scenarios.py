@@ -5,6 +5,8 @@ Each asserts the simulator's final routing and its audit log (what OVH would hav
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ from typing import Any
 import pytest
 
 from failoverd.model import Health
+from failoverd.policy import FailbackPolicy
+from failoverd.sim.inventory import Fault
 from tests.engine_world import Grp, Srv, World, make_world
 
 B1, B2 = "203.0.113.8/29", "198.51.100.7/32"
@@ -61,3 +65,177 @@ async def test_primary_down_moves_to_the_first_eligible_standby(
     assert view.holder == "ns3"
     assert view.eligible == {"bhs1": False, "ns2": True, "ns3": True}
     assert w.metric("failoverd_standby_eligible", group="web", server="bhs1") == 0
+
+
+async def test_flapping_primary_moves_at_most_once_per_cooldown(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    cooldown = 1.2
+    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
+    group = Grp(
+        "web", "ns1", ("ns2",), (B1,), cooldown=cooldown, failback=FailbackPolicy("auto", 0.1)
+    )
+    w = await make_world(tmp_path, http_server_factory, servers, [group])
+    worlds.append(w)
+    await w.settled()
+
+    async def flap() -> None:
+        # The stimulus: down for ~2.5 check intervals, up as long, three times over.
+        for _ in range(3):
+            w.kill("ns1")
+            await asyncio.sleep(0.5)
+            w.revive("ns1")
+            await asyncio.sleep(0.5)
+
+    await flap()
+    await w.until(w.idle)
+
+    moves = await w.journal.moves("web")
+    assert moves, "the flapping primary never triggered a move"
+    for before, after in itertools.pairwise(moves):
+        assert before.finished is not None
+        assert after.created >= before.finished + cooldown - 0.01, (before, after)
+    # One POST per journaled move, no more: nothing was sent twice.
+    assert len(w.moves(B1)) == len(moves)
+    assert len(moves) <= 3  # 3 s of flapping with a 1.2 s cooldown
+
+
+async def test_half_the_fleet_down_freezes_moves_until_it_clears(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    servers = [Srv(n) for n in ("p1", "p2", "p3", "s1", "s2", "s3")]
+    groups = [
+        Grp("g1", "p1", ("s1",), ("203.0.113.8/29",)),
+        Grp("g2", "p2", ("s2",), ("203.0.113.16/29",)),
+        Grp("g3", "p3", ("s3",), ("203.0.113.24/29",)),
+    ]
+    w = await make_world(tmp_path, http_server_factory, servers, groups)
+    worlds.append(w)
+    await w.settled()
+
+    w.kill("p1", "p2", "p3")
+    await w.until(lambda: all(w.health_of(p) is Health.DOWN for p in ("p1", "p2", "p3")))
+
+    def guard_active() -> bool:
+        return any(g.name == "mass_failure" and g.active for g in w.supervisor.snapshot().guards)
+
+    await w.until(guard_active)
+    # Several more rounds of checks go by while the guard holds: still nothing sent.
+    rounds = w.health.current()["p1"].consecutive_fail
+    await w.until(lambda: w.health.current()["p1"].consecutive_fail >= rounds + 6)
+    assert w.moves() == []
+    assert w.metric("failoverd_guard_active", guard="mass_failure") == 1
+    assert w.metric("failoverd_failovers_blocked_total", group="g1", reason="guard") == 1
+    history = await w.supervisor.history("g1", 20)
+    assert any(
+        e.kind == "blocked" and "mass failure: 3 of 6 servers failing" in e.message for e in history
+    )
+
+    w.revive("p3")  # 2 of 6 failing: below min_servers, the guard clears
+    await w.until(lambda: w.routing("203.0.113.8/29") == "s1")
+    await w.until(lambda: w.routing("203.0.113.16/29") == "s2" and w.idle())
+    assert not guard_active()
+    assert w.routing("203.0.113.24/29") == "p3"
+    assert sorted((m["block"], m["to"]) for m in w.moves()) == [
+        ("203.0.113.16/29", "s2"),
+        ("203.0.113.8/29", "s1"),
+    ]
+
+
+async def test_a_503_burst_during_a_move_still_moves_once(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
+    w = await make_world(
+        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
+    )
+    worlds.append(w)
+    await w.settled()
+
+    # Every API request answers 503 for the next 8 requests: submissions and task polls alike.
+    w.sim.state.add_fault(Fault(kind="error", status=503, count=8))
+    w.kill("ns1")
+    await w.until(lambda: w.routing(B1) == "ns2" and w.routing(B2) == "ns2" and w.idle())
+
+    assert any(r.status == 503 for r in w.sim.state.requests())
+    assert sorted(m["block"] for m in w.moves()) == sorted([B1, B2])  # once each
+    (move,) = await w.journal.moves("web")
+    assert move.result == "success"
+
+
+async def test_a_task_ending_in_ovh_error_goes_to_the_next_standby(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
+    w = await make_world(
+        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
+    )
+    worlds.append(w)
+    await w.settled()
+
+    w.sim.state.add_fault(
+        Fault(kind="task", block=B2, count=1, task_status="ovhError", comment="router unreachable")
+    )
+    w.kill("ns1")
+    await w.until(lambda: w.routing(B2) == "ns3" and w.idle())
+
+    assert w.routing(B1) == "ns2"
+    assert [(m["block"], m["to"]) for m in w.moves(B2)] == [(B2, "ns2"), (B2, "ns3")]
+    assert [(m["block"], m["to"]) for m in w.moves(B1)] == [(B1, "ns2")]
+    ends = [e for e in w.sim.state.audit() if e["action"] == "task_end" and e["block"] == B2]
+    assert [e["outcome"] for e in ends] == ["ovhError: router unreachable", "done"]
+
+    (move,) = await w.journal.moves("web")
+    assert move.result == "partial"
+    story = [(s.block, s.target, s.step) for s in await w.journal.all_steps(move.move_id)]
+    assert (B2, "ns2", "failed") in story
+    assert story.index((B2, "ns2", "failed")) < story.index((B2, "ns3", "submitting"))
+    failed = next(s for s in move.steps if (s.block, s.target) == (B2, "ns2"))
+    assert failed.reason is not None
+    assert "ovhError: router unreachable" in failed.reason
+    history = await w.supervisor.history("web", 50)
+    finish = [e for e in history if e.kind == "move" and e.details.get("result") == "partial"]
+    assert len(finish) == 1
+    assert "failed on ns2" in finish[0].message
+    assert w.metric("failoverd_failovers_total", group="web", trigger="auto", result="partial") == 1
+    # Blocks now split between ns2 and ns3: drift, reported and left alone.
+    await w.until(lambda: w.supervisor.snapshot().groups[0].status.value == "drift")
+
+
+async def test_failback_auto_returns_after_the_hold_time_manual_stays(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    servers = [Srv("p1"), Srv("s1"), Srv("p2"), Srv("s2"), Srv("x1"), Srv("x2")]
+    groups = [
+        Grp(
+            "auto",
+            "p1",
+            ("s1",),
+            ("203.0.113.8/29",),
+            cooldown=0.3,
+            failback=FailbackPolicy("auto", 0.5),
+        ),
+        Grp("manual", "p2", ("s2",), ("203.0.113.16/29",), cooldown=0.3),
+    ]
+    w = await make_world(tmp_path, http_server_factory, servers, groups)
+    worlds.append(w)
+    await w.settled()
+
+    w.kill("p1", "p2")
+    await w.until(
+        lambda: w.routing("203.0.113.8/29") == "s1" and w.routing("203.0.113.16/29") == "s2"
+    )
+    await w.until(w.idle)
+    w.revive("p1", "p2")
+    await w.until(lambda: w.health_of("p1") is Health.UP and w.health_of("p2") is Health.UP)
+    up_at = asyncio.get_running_loop().time()
+
+    await w.until(lambda: w.routing("203.0.113.8/29") == "p1" and w.idle())
+    assert asyncio.get_running_loop().time() - up_at >= 0.5 - 0.1  # held for `after`
+    assert w.routing("203.0.113.16/29") == "s2"  # manual: stays on the standby
+    assert [(m["to"]) for m in w.moves("203.0.113.8/29")] == ["s1", "p1"]
+    assert [(m["to"]) for m in w.moves("203.0.113.16/29")] == ["s2"]
+    triggers = [m.trigger for m in await w.journal.moves("auto")]
+    assert triggers == ["auto", "failback"]
+    view = {g.name: g for g in w.supervisor.snapshot().groups}
+    assert view["manual"].reason == "manual on standby s2 (up); failback is manual"
