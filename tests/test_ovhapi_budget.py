@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from failoverd.errors import DeadlineExceeded
+from failoverd.errors import DeadlineExceeded, MoveFailed
+from failoverd.model import MoveTicket
 from failoverd.ovhapi import OvhClient, Priority, Tuning
 from failoverd.policy import ApiPolicy
 
@@ -49,6 +51,8 @@ class FakeOvh:
             body: Any = {"name": path.rsplit("/", 1)[1], "region": "eu-west-gra"}
         elif path.endswith("/specifications/network"):
             body = {"vmac": {"supported": True}}
+        elif "/task/" in path:
+            body = {"taskId": 42, "function": "ipMove", "status": "done", "comment": None}
         elif path.endswith("/ipMove"):
             body = {"taskId": 42, "function": "ipMove", "status": "init"}
         else:
@@ -141,5 +145,20 @@ async def test_deadline_while_queued_for_budget() -> None:
             await client.submit_move(BLOCK, "ns2", deadline=loop.time() + 0.1)
         assert client.budget_waiting == 0
         assert len(fake.calls) == 1
+    finally:
+        await client.close()
+
+
+async def test_done_task_with_routing_elsewhere_is_a_failed_move() -> None:
+    fake = FakeOvh()  # says every task is done and every block is routed to ns1
+    client = make(fake)
+    try:
+        ticket = MoveTicket(block=BLOCK, target="ns2", via="dedicated", task_id=42)
+        with pytest.raises(
+            MoveFailed, match=re.escape("task done but 203.0.113.8/29 is routed to ns1")
+        ):
+            await client.wait_for_move(ticket, deadline=1e12)
+        reads = [r.route for r in client.request_log()]
+        assert reads.count("/ip/{ip}") == Tuning().verify_attempts
     finally:
         await client.close()

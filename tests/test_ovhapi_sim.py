@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from failoverd.errors import (
     DeadlineExceeded,
@@ -228,15 +229,16 @@ async def test_move_racing_another_is_refused() -> None:
         await sim.close()
 
 
-async def test_ovh_error_task_fails_the_move_with_its_comment(
-    sim: RunningSimulator, client: OvhClient
+@pytest.mark.parametrize("ending", ["ovhError", "customerError", "cancelled"])
+async def test_task_ending_badly_fails_the_move_with_its_comment(
+    sim: RunningSimulator, client: OvhClient, ending: str
 ) -> None:
-    sim.state.add_fault(Fault(kind="task", task_status="ovhError", comment="Internal error #42"))
+    sim.state.add_fault(Fault(kind="task", task_status=ending, comment="Internal error #42"))
     ticket = await client.submit_move(BLOCK29, NS2, deadline=deadline(5))
     with pytest.raises(MoveFailed, match="Internal error #42") as info:
         await client.wait_for_move(ticket, deadline=deadline(5))
-    assert info.value.task_state == "ovhError"
-    assert "ended ovhError" in str(info.value)
+    assert info.value.task_state == ending
+    assert f"ended {ending}" in str(info.value)
     assert sim.state.routing("203.0.113.8/29") == NS1
 
 
@@ -436,11 +438,13 @@ async def test_wrong_credentials_are_an_auth_error_without_secrets(sim: RunningS
         },
     )
     try:
-        with pytest.raises(OvhAuthError) as info:
+        with structlog.testing.capture_logs() as logs, pytest.raises(OvhAuthError) as info:
             await client.block_info(BLOCK29)
         assert info.value.error_class == "INVALID_SIGNATURE"
         assert secret not in str(info.value)
         assert secret not in repr(info.value)
+        assert secret not in repr(client)
+        assert secret not in repr(logs)
     finally:
         await client.close()
 
