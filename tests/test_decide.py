@@ -566,6 +566,15 @@ ROWS: list[Row] = [
         D,
     ),
     (
+        "no canaries configured: no canary guard",
+        state(),
+        obs(down("ns1")),  # no health entry has canary=True
+        POLICY,
+        (move("ns2", f"{DOWN3}; moving 2 blocks to ns2"),),
+        f"{DOWN3}; moving 2 blocks to ns2",
+        N,
+    ),
+    (
         "one canary answering is enough",
         state(),
         obs(down("ns1"), failing("c1", canary=True), up("c2", canary=True)),
