@@ -137,6 +137,8 @@ class RequestRecord:
 class _NotSentError(OvhTransientError):
     """A transient failure where OVH certainly did not act (connect failure, 429)."""
 
+    retry_after: float = 0.0  # seconds OVH asked us to wait (429 Retry-After)
+
 
 class _InFlightDeadline(DeadlineExceeded):
     """The deadline passed while a request was on the wire: OVH may have acted on it."""
@@ -151,6 +153,7 @@ class _Answer:
     content: bytes
     error: BaseException | None
     duration: float
+    retry_after: float = 0.0
 
 
 # --------------------------------------------------------------------------- budget
@@ -706,11 +709,11 @@ class OvhClient:
             return f"{message} ({info.name} does not support virtual MACs)"
         return message
 
-    async def _backoff(self, attempt: int, deadline: float) -> bool:
+    async def _backoff(self, attempt: int, deadline: float, at_least: float = 0.0) -> bool:
         """Sleep a full-jitter backoff; False (without sleeping) if it would pass `deadline`."""
         loop = asyncio.get_running_loop()
         ceiling = min(self._tuning.backoff_cap, self._tuning.backoff_base * 2 ** (attempt - 1))
-        delay = self._rng.uniform(0, ceiling)
+        delay = max(at_least, self._rng.uniform(0, ceiling))
         if loop.time() + delay >= deadline:
             return False
         await asyncio.sleep(delay)  # retry backoff, not synchronisation
@@ -1002,7 +1005,8 @@ class OvhClient:
                     query_id=exc.query_id,
                     attempt=attempt,
                 )
-                if not await self._backoff(attempt, deadline):
+                wait = exc.retry_after if isinstance(exc, _NotSentError) else 0.0
+                if not await self._backoff(attempt, deadline, at_least=wait):
                     raise self._gave_up(method, path, route, attempt, exc) from exc
 
     @staticmethod
@@ -1148,7 +1152,14 @@ def _timed(fn: Callable[[], Any]) -> _Answer:
     status = getattr(result, "status_code", None)
     if isinstance(status, int):
         headers = getattr(result, "headers", {})
-        return _Answer(status, headers.get(QUERY_ID_HEADER), result.content, None, duration)
+        return _Answer(
+            status,
+            headers.get(QUERY_ID_HEADER),
+            result.content,
+            None,
+            duration,
+            _retry_after(headers.get("Retry-After")),
+        )
     # A plain value (the clock offset): no HTTP answer object to keep.
     return _Answer(200, None, b"", None, duration)
 
@@ -1239,7 +1250,18 @@ def _decode(answer: _Answer, method: str, route: str, path: str) -> Any:
         message = str(data.get("message") or message)
         raw_class = data.get("class") or data.get("errorCode")
         error_class = str(raw_class) if raw_class else None
-    raise _by_status(status, f"{where}: {_short(message)}", route, error_class, answer.query_id)
+    err = _by_status(status, f"{where}: {_short(message)}", route, error_class, answer.query_id)
+    if isinstance(err, _NotSentError):
+        err.retry_after = answer.retry_after
+    raise err
+
+
+def _retry_after(value: Any) -> float:
+    """Seconds from a Retry-After header (delta-seconds form), capped at a minute."""
+    try:
+        return min(60.0, max(0.0, float(value)))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _parse_task(data: Any, task_id: int, route: str) -> TaskStatus:

@@ -524,3 +524,15 @@ async def test_clock_drift_is_corrected_by_reading_ovh_time_again(
     assert info.routed_to == NS1
     assert recorder.codes("/ip/{ip}") == ["200", "400", "200"]
     assert recorder.codes("/auth/time") == ["200", "200"]
+
+
+async def test_429_waits_as_long_as_ovh_asks(
+    sim: RunningSimulator, client: OvhClient, recorder: Recorded
+) -> None:
+    await client.block_info(BLOCK32)
+    sim.state.add_fault(Fault(kind="error", status=429, route="/ip/{ip}", count=1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await client.block_info(BLOCK29)).routed_to == NS1
+    assert loop.time() - started >= 1.0  # the simulator answers Retry-After: 1
+    assert recorder.codes("/ip/{ip}") == ["200", "429", "200"]
