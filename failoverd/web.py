@@ -22,12 +22,13 @@ import dataclasses
 import enum
 import hmac
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from failoverd.config import parse_duration
 from failoverd.errors import FailoverdError, MoveRefused, UnknownGroup
@@ -265,6 +266,26 @@ async def read_body(request: web.Request, fields: FieldTypes) -> dict[str, Any]:
     return data
 
 
+class ClientGarbageFilter(logging.Filter):
+    """aiohttp logs every unparsable request at ERROR with a traceback: a client could
+    flood the daemon's log with false alarms. Those become one debug line (or nothing)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, http_exceptions.HttpProcessingError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        first = str(exc.message).strip().splitlines()[0] if exc.message else ""
+        record.msg, record.args = "malformed request: %s %s", (exc.code, first)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_GARBAGE_FILTER = ClientGarbageFilter()
+
+
 class WebServer:
     """The HTTP API listening on host:port inside the running loop."""
 
@@ -276,6 +297,7 @@ class WebServer:
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
+        logging.getLogger("aiohttp.server").addFilter(_GARBAGE_FILTER)  # idempotent
         runner = web.AppRunner(
             self.api.app(),
             access_log=None,  # one line per scrape is noise; decisions are what we log

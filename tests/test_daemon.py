@@ -285,3 +285,22 @@ async def test_runs_degraded_without_credentials(
     assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
     assert await in_thread(d.stop) == 0
     assert "Traceback" not in d.output()
+
+
+async def test_fuzzing_the_real_daemon(world: World, start_daemon: Callable[..., Daemon]) -> None:
+    from tests.test_web_fuzz import fuzz
+
+    d = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(d.wait_ready, world.url)
+    statuses = await fuzz(world.url, 1500, seed=7)
+    assert sum(statuses.values()) > 1200
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    status = await in_thread(get_json, world.url + "/status")
+    assert [g["name"] for g in status["groups"]] == ["web"]
+    assert d.proc.poll() is None
+    assert await in_thread(d.stop) == 0
+    # Client garbage is not an error of the daemon: no error lines, no tracebacks.
+    errors = [r for r in d.records() if r.get("level") == "error" or "exception" in r]
+    assert errors == []
+    assert not [r for r in d.records() if r.get("event", "").startswith("bug:")]
+    assert "Traceback" not in "\n".join(d.stderr_lines)
