@@ -673,27 +673,25 @@ class OvhClient:
         if self._closed:
             return
         self._closed = True
-        # Never wait for the thread here: an answer in progress ends at its timeout.
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        # The session is closed on the worker, after any request still on the wire (the
+        # gate never queues more than one); we never wait for it: it ends at its timeout.
         session = getattr(self._client, "_session", None)
         if session is not None:
-            self._executor_free_close(session)
+            self._executor.submit(_close_session, session)
+        self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ internals
-
-    @staticmethod
-    def _executor_free_close(session: Any) -> None:
-        try:
-            session.close()
-        except Exception:  # closing pooled sockets must not fail a shutdown
-            log.debug("closing the OVH HTTP session failed")
 
     def _read_deadline(self) -> float:
         loop = asyncio.get_running_loop()
         return loop.time() + self._tuning.read_deadline_factor * self._api.timeout
 
     def _remember(self, ticket: MoveTicket) -> MoveTicket:
-        self._submitted[ticket] = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        # Only recent submissions matter (task_grace): forget the rest, a daemon runs long.
+        for old in [t for t, at in self._submitted.items() if now - at > self._tuning.task_grace]:
+            del self._submitted[old]
+        self._submitted[ticket] = now
         return ticket
 
     def _move_deadline(
@@ -1162,6 +1160,13 @@ def _timed(fn: Callable[[], Any]) -> _Answer:
         )
     # A plain value (the clock offset): no HTTP answer object to keep.
     return _Answer(200, None, b"", None, duration)
+
+
+def _close_session(session: Any) -> None:
+    try:
+        session.close()
+    except Exception:  # closing pooled sockets must not fail a shutdown
+        log.debug("closing the OVH HTTP session failed")
 
 
 def _display(path: str) -> str:

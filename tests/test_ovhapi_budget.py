@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from failoverd.errors import DeadlineExceeded, MoveFailed
+from failoverd.errors import DeadlineExceeded, MoveFailed, OvhPermanentError
 from failoverd.model import MoveTicket
 from failoverd.ovhapi import OvhClient, Priority, Tuning
 from failoverd.policy import ApiPolicy
@@ -162,3 +162,14 @@ async def test_done_task_with_routing_elsewhere_is_a_failed_move() -> None:
         assert reads.count("/ip/{ip}") == Tuning().verify_attempts
     finally:
         await client.close()
+
+
+async def test_closed_client_refuses_calls() -> None:
+    fake = FakeOvh()
+    client = make(fake)
+    await client.block_info(BLOCK)
+    await client.close()
+    await client.close()  # idempotent
+    with pytest.raises(OvhPermanentError, match="closed"):
+        await client.block_info(BLOCK)
+    assert len(fake.calls) == 1
