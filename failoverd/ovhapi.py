@@ -17,7 +17,8 @@ synchronous ``ovh`` library:
   :class:`~failoverd.errors.OvhAuthError`). Library exceptions are chained with ``from``.
 * **Retries inside a deadline.** Transient errors are retried with exponential backoff and
   full jitter until the operation's deadline (reads: ``now + 3 * api.timeout``), then
-  :class:`~failoverd.errors.DeadlineExceeded`.
+  :class:`~failoverd.errors.DeadlineExceeded`. A 429 waits at least its ``Retry-After``; a
+  ``QUERY_TIME_OUT`` refusal (our clock drifted) re-reads ``/auth/time`` and retries.
 * **A request budget.** At most ``api.requests_per_minute`` requests start in any sliding
   window of 60 s on the loop clock. Waiting callers queue by priority, then in arrival
   order: move submissions first, then the task polls and routing verification of moves in
@@ -36,6 +37,10 @@ synchronous ``ovh`` library:
   :class:`~failoverd.errors.MoveSubmissionUnknown` (transient): the move may be in flight,
   so the caller must follow it with ``find_move_task`` / ``block_info`` rather than move
   the block elsewhere.
+* **Finding a move.** ``find_move_task`` reads ``/ip/{ip}/task`` (an ip.IpTask names its
+  destination) and, for a dedicated target, ``/dedicated/server/{target}/task`` (a
+  dedicated.server.Task does not name its IP: see ``_find_dedicated_move_task`` for how one
+  is attributed). A task OVH does not list yet (listing lag after the POST) is not found.
 
 Credentials come from ``credentials`` (tests, embedders), else the environment
 (``OVH_APPLICATION_KEY`` / ``OVH_APPLICATION_SECRET`` / ``OVH_CONSUMER_KEY``, or
