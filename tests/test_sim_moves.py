@@ -172,6 +172,12 @@ async def test_generic_move_of_a_single_ip_to_a_vps(
     assert task["destination"] == {"serviceName": VPS}
     assert task["status"] == "init"
     assert await call(c.get, "/ip/198.51.100.7%2F32/task") == [task["taskId"]]
+    listing = "/ip/198.51.100.7%2F32/task"
+    assert await call(c.get, listing, function="genericMoveFloatingIp", status="init") == [
+        task["taskId"]
+    ]
+    assert await call(c.get, listing, status="done") == []
+    assert await call(c.get, listing, function="parkFloatingIp") == []
     clock.advance(3)
     done = await call(c.get, f"/ip/198.51.100.7%2F32/task/{task['taskId']}")
     assert done["status"] == "done"

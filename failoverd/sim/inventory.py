@@ -101,7 +101,9 @@ class Fault:
     against the path after /1.0 both raw (/ip/203.0.113.8%2F29/move), decoded and as a
     template (/ip/{ip}/move); None matches every route except /auth/time. `block` limits
     the fault to requests about that block (path, ?ip= or body). `count` is "the next N
-    matching requests" (or tasks); None means until cleared.
+    matching requests" (or tasks); None means until cleared. A task fault is scoped by
+    `block` and `count` only: it applies to the next move task(s) created, whatever route
+    created them.
     """
 
     kind: FaultKind
