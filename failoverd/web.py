@@ -94,8 +94,10 @@ class HttpApi:
         *,
         token: str | None,
         healthy: Callable[[], tuple[bool, str]],
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.engine = engine
+        self.body_timeout = body_timeout
         self.render_metrics = render_metrics
         self.token = token or None
         self.healthy = healthy
@@ -187,7 +189,9 @@ class HttpApi:
     # ------------------------------------------------------------------ admin routes
 
     async def move(self, request: web.Request) -> web.Response:
-        body = await read_body(request, {"to": (str, type(None)), "force": bool, "dry_run": bool})
+        body = await read_body(
+            request, self.body_timeout, {"to": (str, type(None)), "force": bool, "dry_run": bool}
+        )
         accepted = await self.engine.request_move(
             request.match_info["group"],
             to=body.get("to"),
@@ -205,7 +209,9 @@ class HttpApi:
 
     async def pause(self, request: web.Request) -> web.Response:
         body = await read_body(
-            request, {"for": (str, int, float, type(None)), "reason": (str, type(None))}
+            request,
+            self.body_timeout,
+            {"for": (str, int, float, type(None)), "reason": (str, type(None))},
         )
         duration: float | None = None
         raw = body.get("for")
@@ -226,7 +232,7 @@ class HttpApi:
         return json_response(view)
 
     async def resume(self, request: web.Request) -> web.Response:
-        await read_body(request, {})
+        await read_body(request, self.body_timeout, {})
         view = await self.engine.resume(request.match_info["group"])
         log.info("group resumed", group=view.name)
         return json_response(view)
@@ -235,10 +241,10 @@ class HttpApi:
 FieldTypes = Mapping[str, type | tuple[type, ...]]
 
 
-async def read_body(request: web.Request, fields: FieldTypes) -> dict[str, Any]:
+async def read_body(request: web.Request, timeout: float, fields: FieldTypes) -> dict[str, Any]:
     """The request's JSON object, checked against `fields`; an empty body is ``{}``."""
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
+        async with asyncio.timeout(timeout):
             raw = await request.read()
     except TimeoutError:
         raise BadRequest("request body too slow", status=408) from None

@@ -10,10 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from failoverd.errors import MoveRefused
-from failoverd.metrics import CONTENT_TYPE
-from tests.fixtures.daemon import LiveApi
+from failoverd.metrics import CONTENT_TYPE, Metrics
+from failoverd.web import HttpApi, WebServer
+from tests.fixtures.daemon import TOKEN, FakeEngine, LiveApi
 
 AUTH = {"Authorization": "Bearer test-admin-token-5f2b9c"}
 
@@ -246,3 +248,28 @@ async def test_promtool_accepts_live_metrics(web_api: LiveApi) -> None:
     out, err = await proc.communicate(text)
     assert proc.returncode == 0, (out + err).decode()
     assert b"failoverd_failovers_total" in text
+
+
+async def test_a_slow_body_is_cut_off_and_does_not_block_others() -> None:
+    engine = FakeEngine()
+    metrics = Metrics(CollectorRegistry(), engine.snapshot)
+    api = HttpApi(
+        engine, metrics.render, token=TOKEN, healthy=lambda: (True, "ok"), body_timeout=0.3
+    )
+    server = WebServer(api, "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /groups/web/move HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        # While that client dawdles, others are served.
+        assert (await call("GET", server.url + "/healthz"))[0] == 200
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        assert status_line.startswith(b"HTTP/1.1 408")
+        writer.close()
+    finally:
+        await server.stop()
+    assert engine.moves == 0
