@@ -56,6 +56,7 @@ READY_DEADLINE = 30.0  # daemon start + first checks + preflight
 MOVE_DEADLINE = 40.0  # primary stopped → every block verified on the standby
 STOP_TIMEOUT = 15.0  # SIGTERM → exit, before SIGKILL
 POLL = 0.1
+REORDER = 0.3  # seconds an event is held so that late ones from another source sort first
 PHASES = ("detect", "decide", "submit", "task", "verify", "total")
 
 
@@ -328,6 +329,7 @@ class Watcher:
         self.routing: dict[str, str | None] = {}
         self.log_index = 0
         self.history_from = 0  # history ids up to this one belong to an earlier chapter
+        self.pending: list[Event] = []
 
     async def get_json(self, path: str) -> Any:
         async with self.http.get(self.daemon.url + path) as resp:
@@ -360,7 +362,7 @@ class Watcher:
             )
 
     async def poll(self) -> None:
-        """One round: read everything, print what is new in time order."""
+        """One round: read everything, print in time order what is old enough."""
         self.check_alive()
         events = self._log_events()
         try:
@@ -373,7 +375,16 @@ class Watcher:
             events += self._status_events()
         if isinstance(history, list):
             events += self._history_events(history)
-        for e in sorted(events, key=lambda e: e.at):
+        self.pending += events
+        # The three sources are read one after the other: an event may reach us a round
+        # after a later one from another source. Holding events briefly keeps the order.
+        self.flush(older_than=REORDER)
+
+    def flush(self, older_than: float = 0.0) -> None:
+        horizon = time.time() - older_than
+        ready = sorted((e for e in self.pending if e.at <= horizon), key=lambda e: e.at)
+        self.pending = [e for e in self.pending if e.at > horizon]
+        for e in ready:
             self.t.event(e.key, e.text, *e.more, at=e.at)
 
     def new_chapter(self) -> None:
@@ -593,6 +604,7 @@ async def _healthy_world(t: Timeline, w: Watcher) -> None:
         w.poll,
         deadline,
     )
+    w.flush()
     group = w.group()
     t.event("healthy", f"healthy  every server is up; group {GROUP} is {group.get('status')}")
     for block, server in (group.get("routing") or {}).items():
@@ -623,12 +635,14 @@ async def _fail_primary(
             f"the blocks to be verified on {STANDBY}", moved, w.poll, loop.time() + deadline
         )
     except DemoFailed as exc:
+        w.flush()  # what did happen is the best explanation of what did not
         routing = {b: sim.state.routing(b) for b in w.routing}
         raise DemoFailed(
             f"the failover did not complete within {deadline:.0f}s ({exc}); "
             f"the simulator routes {routing}; the daemon's last lines:\n{w.daemon.tail()}"
         ) from None
     await w.poll()  # the last log lines and journal steps of the move
+    w.flush()
 
 
 async def _final(t: Timeline, w: Watcher, sim: RunningSimulator, policy: Path, out: TextIO) -> None:
@@ -714,4 +728,8 @@ def run(
 
 def main(*, keep_running: bool) -> int:
     """`failoverd demo`: 0 when the failover was shown end to end, 1 otherwise."""
+    for stream in (sys.stdout, sys.stderr):
+        # The timeline quotes the daemon (arrows, names); a non-UTF-8 terminal gets "?".
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     return run(keep_running=keep_running, out=sys.stdout, err=sys.stderr)
