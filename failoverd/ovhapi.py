@@ -59,6 +59,7 @@ import heapq
 import itertools
 import json
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -860,10 +861,11 @@ class OvhClient:
         """A pending ipMove task on `target` that is this block's.
 
         A dedicated.server.Task does not name its IP. A task whose comment names the block
-        is taken at once; otherwise a single pending ipMove task on the target is taken
-        only if OVH confirms that the block has a move pending (it refuses another one with
-        TaskAlreadyExists). Several unattributable tasks: a transient error, since which one
-        is ours becomes clear when they end.
+        is taken at once. Otherwise OVH is asked whether the block could move to the target:
+        it refuses while the block has a move pending (TaskAlreadyExists), and that refusal
+        may name the task; else a single pending ipMove task on the target is the block's.
+        Several unattributable tasks: a transient error, since which one is ours becomes
+        clear when they end.
         """
         seg = quote(target, safe="")
         address = str(block.network_address)
@@ -900,12 +902,6 @@ class OvhClient:
                 candidates.append(task_id)
         if not candidates:
             return None
-        if len(candidates) > 1:
-            raise OvhTransientError(
-                f"{len(candidates)} pending ipMove tasks on {target} ({candidates}); cannot "
-                f"tell which one moves {block_str(block)} until they end",
-                route="/dedicated/server/{serviceName}/task",
-            )
         try:
             await self._call(
                 "GET",
@@ -918,10 +914,23 @@ class OvhClient:
         except (OvhAuthError, OvhNotFound):
             raise
         except OvhPermanentError as exc:
-            if "TaskAlreadyExists" in (exc.error_class or "") or "pending" in exc.message:
-                return MoveTicket(
-                    block=block, target=target, via="dedicated", task_id=candidates[0]
-                )
+            said = exc.message.partition(": ")[2] or exc.message
+            if "TaskAlreadyExists" in (exc.error_class or "") or "pending" in said:
+                # OVH's refusal may name the pending task: prefer that to a guess.
+                text = said.replace(block_str(block), " ").replace(address, " ")
+                named = [c for c in candidates if str(c) in re.findall(r"\d+", text)]
+                if len(named) == 1:
+                    return MoveTicket(block=block, target=target, via="dedicated", task_id=named[0])
+                if len(candidates) == 1:
+                    return MoveTicket(
+                        block=block, target=target, via="dedicated", task_id=candidates[0]
+                    )
+                raise OvhTransientError(
+                    f"{len(candidates)} pending ipMove tasks on {target} ({candidates}) and "
+                    f"{block_str(block)} has one of them; cannot tell which until they end",
+                    route="/dedicated/server/{serviceName}/task",
+                ) from exc
+        # The block has no move pending: the tasks on the target move other blocks.
         return None
 
     async def _find_ip_move_task(

@@ -287,6 +287,28 @@ async def test_find_move_task_finds_moves_posted_by_someone_else() -> None:
         assert (found.task_id, found.via, found.target) == (task["taskId"], "dedicated", NS2)
         assert await client.find_move_task(BLOCK29, NS1) is None
 
+        # A second pending ipMove on the same server: each block still finds its own task.
+        other = await asyncio.to_thread(
+            raw.post, f"/dedicated/server/{NS2}/ipMove", ip="198.51.100.7/32"
+        )
+        again = await client.find_move_task(BLOCK29, NS2)
+        assert again is not None
+        assert again.task_id == task["taskId"]
+        found_other = await client.find_move_task(BLOCK32, NS2)
+        assert found_other is not None
+        assert found_other.task_id == other["taskId"]
+        assert await client.find_move_task(BLOCK32, VPS) is None
+
+    finally:
+        await client.close()
+        await sim.close()
+
+
+async def test_find_move_task_through_ip_move() -> None:
+    sim = await slow_sim()
+    client = adapter(sim)
+    raw = ovh_client_for(sim)
+    try:
         task32 = await asyncio.to_thread(raw.post, "/ip/198.51.100.7%2F32/move", to=VPS)
         found32 = await client.find_move_task(BLOCK32, VPS)
         assert found32 is not None
