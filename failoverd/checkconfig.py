@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from failoverd.config import load_policy
-from failoverd.errors import ConfigError, FailoverdError, OvhAuthError
+from failoverd.errors import ConfigError, FailoverdError, OvhTransientError
 from failoverd.policy import Policy
 from failoverd.preflight import PreflightReport, run_preflight
 
@@ -37,11 +37,13 @@ def main(config: Path, *, online: bool) -> int:
         return EX_OK
     try:
         report = asyncio.run(_preflight(policy))
-    except OvhAuthError as exc:
-        print(f"failoverd: OVH refused the credentials: {exc}", file=sys.stderr)
+    except OvhTransientError as exc:
+        print(f"failoverd: check-config --online: cannot reach the OVH API: {exc}", file=sys.stderr)
         return EX_FAIL
     except FailoverdError as exc:
-        print(f"failoverd: cannot run the preflight: {exc}", file=sys.stderr)
+        # Credentials refused or missing: the adapter's message says what is wrong and
+        # where credentials go, never a value.
+        print(f"failoverd: check-config --online: {exc}", file=sys.stderr)
         return EX_FAIL
     print_report(report, sys.stdout)
     if report.ok:
