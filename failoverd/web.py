@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -316,9 +317,9 @@ class WebServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise FailoverdError(
-                f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from exc
+            # asyncio rewords strerror ("error while attempting to bind..."): use errno's.
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise FailoverdError(f"cannot listen on {self.host}:{self.port}: {why}") from exc
         self._runner = runner
         server = site._server  # aiohttp exposes the bound sockets only here
         sockets = getattr(server, "sockets", None) or []

@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -304,3 +305,21 @@ async def test_fuzzing_the_real_daemon(world: World, start_daemon: Callable[...,
     assert errors == []
     assert not [r for r in d.records() if r.get("event", "").startswith("bug:")]
     assert "Traceback" not in "\n".join(d.stderr_lines)
+
+
+async def test_listen_address_in_use_exits_1(
+    world: World, start_daemon: Callable[..., Daemon]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", world.port))
+        taken.listen()
+        d = start_daemon(world.policy, env=SIM_ENV)
+        assert await in_thread(d.wait_exit, 30.0) == 1
+    assert d.stderr_lines == [
+        f"failoverd: cannot listen on 127.0.0.1:{world.port}: Address already in use"
+    ]
+    assert "Traceback" not in d.output()
+    # The lock was released on the way out: the next start works.
+    again = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(again.wait_ready, world.url)
+    assert await in_thread(again.stop) == 0
