@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +240,12 @@ def test_log_lines_render_with_their_fixed_keys() -> None:
         "log      WARNING move submitted group=web block=203.0.113.8/29 task_id=42 took 0.012s"
     )
     assert event.more == ("because",)
+
+
+def test_demo_resources_ship_in_the_package() -> None:
+    """An installed (non-editable) failoverd finds its demo files: package-data covers them."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["failoverd"]
+    for name in ("demo_inventory.yaml", "demo_policy.yaml"):
+        assert (ROOT / "failoverd" / "sim" / name).is_file()
+        assert any(fnmatch.fnmatch(f"sim/{name}", g) for g in globs), (name, globs)
