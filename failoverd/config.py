@@ -19,7 +19,7 @@ import ipaddress
 import math
 import re
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -108,7 +108,8 @@ GUARDS_KEYS = ("max_parallel_moves", "max_failovers", "mass_failure", "canaries"
 SERVER_KEYS = ("check", "checks", "require", "capacity")
 GROUP_KEYS = ("primary", "standbys", "blocks", "cooldown", "failback", "hooks")
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_YAML_TAG = "tag:yaml.org,2002:"
+_MERGE_TAG = _YAML_TAG + "merge"
 # libyaml composes some 25 times faster than pure Python; both keep line marks.
 _Composer = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _LOG_FORMATS: dict[str, Literal["json", "console"]] = {"json": "json", "console": "console"}
@@ -185,6 +186,8 @@ def parse_duration(value: str | int | float) -> float:
 
 def format_duration(seconds: float) -> str:
     """The shortest readable form: 0.5 → "500ms", 120 → "2m", 5400 → "1h30m"."""
+    if seconds == 0:
+        return "0s"
     if seconds < 1:
         ms = round(seconds * 1000, 3)
         return f"{ms:g}ms"
@@ -318,9 +321,11 @@ class _Map:
                         continue
                     if id(source) in seen:
                         continue  # a mapping merging itself through an alias
+                    # The source's own keys win over what it merges in turn.
                     inner: dict[str, _Entry] = {}
-                    self._collect(source, inner, merged, seen | {id(source)})
-                    for k, e in inner.items():
+                    inner_merged: dict[str, _Entry] = {}
+                    self._collect(source, inner, inner_merged, seen | {id(source)})
+                    for k, e in [*inner.items(), *inner_merged.items()]:
                         merged.setdefault(k, e)  # earlier merge sources take precedence
                 continue
             if not isinstance(key_node, ScalarNode):
@@ -449,7 +454,9 @@ class _Reader:
         # PyYAML raises a mix of ConstructorError, ValueError and OverflowError for scalars
         # whose tag and text disagree (!!int "x", a date like 2024-13-45): all mean the same.
         except (yaml.YAMLError, ValueError, OverflowError, TypeError):
-            self.add(node, path, f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]}")
+            tag = str(node.tag)
+            shown = "!!" + tag[len(_YAML_TAG) :] if tag.startswith(_YAML_TAG) else tag
+            self.add(node, path, f"cannot read {node.value!r} with the tag {shown}")
             return _BAD
 
     def mapping(
@@ -1472,10 +1479,3 @@ def _check_host(check: Check) -> str | None:
     if isinstance(check, HttpCheck):
         return urllib.parse.urlsplit(check.url).hostname
     return None
-
-
-def iter_blocks(policy: Policy) -> Iterator[tuple[str, Block]]:
-    """Every (group, block) of a policy, in file order."""
-    for group in policy.groups.values():
-        for block in group.blocks:
-            yield group.name, block

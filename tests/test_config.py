@@ -92,7 +92,8 @@ def test_parse_duration_refuses_with_plain_words(text: str | bool, message: str)
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.5, "500ms"), (2, "2s"), (600, "10m"), (5400, "1h30m"), (1.5, "1.5s")]
+    ("seconds", "text"),
+    [(0, "0s"), (0.5, "500ms"), (2, "2s"), (600, "10m"), (5400, "1h30m"), (1.5, "1.5s")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
@@ -271,9 +272,23 @@ def test_self_merging_mapping_does_not_hang() -> None:
 
 def test_python_tags_are_refused() -> None:
     text = MINIMAL.replace("primary: ns1", "primary: !!python/object:os.system ns1")
-    out = problems(text)
-    assert len(out) == 1
-    assert out[0].startswith("p.yaml:8: groups.web.primary: ")
+    assert problems(text) == [
+        "p.yaml:8: groups.web.primary: cannot read 'ns1' with the tag !!python/object:os.system"
+    ]
+
+
+def test_merge_precedence() -> None:
+    # Explicit keys win over merged ones; a merged mapping's own keys win over what it
+    # merges in turn; earlier merge sources win over later ones.
+    text = """\
+x-base: &base {interval: 9s, timeout: 1s, fall: 9}
+x-mid: &mid {<<: *base, interval: 8s}
+x-other: &other {interval: 7s, rise: 7, fall: 7}
+""" + MINIMAL.replace(
+        'check: {tcp: "10.0.0.1:22"}', 'check: {<<: [*mid, *other], tcp: "10.0.0.1:22", fall: 2}'
+    )
+    timing = parse_policy(text, "p.yaml").servers["ns1"].checks[0].timing
+    assert timing == CheckTiming(interval=8.0, timeout=1.0, fall=2, rise=7)
 
 
 def test_secret_value_never_appears() -> None:
