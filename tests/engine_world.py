@@ -99,7 +99,7 @@ def inventory(servers: Sequence[Srv], groups: Sequence[Grp], **extra: Any) -> di
 
 
 def build_policy(
-    sim: RunningSimulator,
+    base_url: str,
     servers: Sequence[Srv],
     groups: Sequence[Grp],
     urls: Mapping[str, str],
@@ -113,7 +113,7 @@ def build_policy(
 ) -> Policy:
     return Policy(
         api=ApiPolicy(
-            endpoint=sim.base_url,
+            endpoint=base_url,
             timeout=api_timeout,
             requests_per_minute=100_000,
             move_timeout=move_timeout,
@@ -277,7 +277,7 @@ async def make_world(
         http[s.name] = server
     urls = {name: f"{srv.url}healthz" for name, srv in http.items()}
     state_dir = tmp_path / "state"
-    policy = build_policy(sim, servers, groups, urls, state_dir, **policy_kw)
+    policy = build_policy(sim.base_url, servers, groups, urls, state_dir, **policy_kw)
     metrics = Metrics(CollectorRegistry())
     api = OvhClient.from_policy(policy.api, metrics, credentials=CREDS)
     health = HealthMonitor(policy, metrics)
@@ -295,3 +295,15 @@ async def make_world(
 
 def with_policy(world: World, **changes: Any) -> Policy:
     return replace(world.policy, **changes)
+
+
+# ---------------------------------------------------------------------- crash world
+# Shared by tests/test_crash.py (which serves it) and tests/crash_harness.py (which runs
+# the engine in a separate process, to be killed).
+
+CRASH_SERVERS = (Srv("ns1"), Srv("ns2", "eu-west-rbx"), Srv("ns3", "eu-west-sbg"))
+CRASH_GROUP = Grp("web", "ns1", ("ns2", "ns3"), ("203.0.113.8/29", "198.51.100.7/32"))
+
+
+def crash_world_policy(base_url: str, urls: Mapping[str, str], state_dir: Path) -> Policy:
+    return build_policy(base_url, CRASH_SERVERS, [CRASH_GROUP], urls, state_dir)
