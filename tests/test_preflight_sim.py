@@ -9,8 +9,10 @@ the environment exactly as a user would set them.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -321,3 +323,44 @@ async def test_20_groups_x_3_standbys_x_2_blocks_within_the_budget(tmp_path: Pat
     # ...and the periodic form, reusing the adapter's cache, only asks the 120 questions:
     # two minutes' worth of budget every fifteen.
     assert again == {"GET /dedicated/server/{serviceName}/ipCanBeMovedTo": 120}
+
+
+async def test_online_through_a_real_process(tmp_path: Path) -> None:
+    """As an operator runs it: `failoverd check-config --online`, credentials from OVH_*."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "OVH_APPLICATION_KEY": "demo-app-key",
+        "OVH_APPLICATION_SECRET": SECRET,
+        "OVH_CONSUMER_KEY": "demo-consumer-key",
+    }
+    async with await start_simulator(inventory_from_dict(broken_inventory())) as sim:
+        path = policy_for(sim, tmp_path, BROKEN_WORLD)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "failoverd",
+            "check-config",
+            "--online",
+            "-c",
+            str(path),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = raw_out.decode(), raw_err.decode()
+    assert proc.returncode == 1
+    assert rows_refused(out) == {
+        ("web", BHS, "203.0.113.8/29"),
+        ("web", VPS, "203.0.113.8/29"),
+        ("mac", NS3, "198.51.100.16/30"),
+    }
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    assert SECRET not in out + err
+
+
+def rows_refused(out: str) -> set[tuple[str, str, str]]:
+    return {key for key, (verdict, _) in table(out).items() if verdict == "REFUSED"}
