@@ -92,6 +92,9 @@ def test_demo_moves_the_blocks_to_the_eligible_standby() -> None:
         in (parts["result"])
     )
     assert took < 60, f"the demo took {took:.1f}s"
+    # The simulator's credentials reach the daemon through its environment, never the screen.
+    for secret in ("demo-app-secret", "demo-consumer-key"):
+        assert secret not in proc.stdout + proc.stderr
 
 
 def test_demo_fails_clearly_when_no_move_can_succeed() -> None:
@@ -194,6 +197,10 @@ def test_keep_running_serves_the_cli_and_stops_on_ctrl_c(
     )
     assert back.returncode == 0, back.stdout + back.stderr
     out.until(rf"routing  {re.escape(BLOCKS[0])} -> {re.escape(demo.PRIMARY)}", timeout=30)
+
+    token = (policy.parent / "admin.token").read_text().strip()
+    assert len(token) >= 16
+    assert token not in "".join(out.seen) + back.stdout + back.stderr + status.stdout
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0, "".join(out.seen)[-3000:]
