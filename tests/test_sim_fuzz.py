@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from urllib.parse import unquote
 
 import aiohttp
 from yarl import URL
@@ -57,6 +58,9 @@ BODIES = [
     json.dumps({"to": ["a"]}),
     json.dumps({"ip": "198.51.100.7", "to": "vps-1a2b3c4d.vps.ovh.net"}),
 ]
+IPS = ["203.0.113.8%2F29", "198.51.100.7", "198.51.100.7%2F32", "203.0.113.9", "999.1.1.1"]
+NAMES = ["ns1001.ip-51-68-100.eu", "ns1002.ip-51-68-100.eu", "vps-1a2b3c4d.vps.ovh.net", "x"]
+IDS = ["4200001", "4200002", "0", "-1", "abc"]
 TEMPLATES = [
     "/auth/time",
     "/dedicated/server",
@@ -87,15 +91,23 @@ async def test_random_signed_requests_get_ovh_shaped_answers(sim: RunningSimulat
         for _ in range(250):
             if rng.random() < 0.7:  # a real route with random parameters
                 path = rng.choice(TEMPLATES)
-                for name in ("{ip}", "{sn}", "{id}"):
-                    path = path.replace(name, rng.choice(SEGMENTS))
+                for name, pool in (("{ip}", IPS), ("{sn}", NAMES), ("{id}", IDS)):
+                    # mostly plausible values, sometimes anything
+                    path = path.replace(name, rng.choice(pool if rng.random() < 0.8 else SEGMENTS))
             else:  # anything at all
                 path = "/" + "/".join(rng.choice(SEGMENTS) for _ in range(rng.randint(1, 5)))
             url = sim.base_url + path + rng.choice(QUERIES)
-            method = rng.choice(["GET", "POST", "PUT", "DELETE"])
-            if path.endswith(("/ipMove", "/move", "/park")) and rng.random() < 0.7:
-                method = "POST"  # reach the move handlers often, not once in a while
+            # Mostly the route's own method, so the handlers (not only the router) are reached.
+            method = "POST" if path.endswith(("/ipMove", "/park")) else "GET"
+            if path.endswith("/move"):
+                method = rng.choice(["GET", "POST"])
+            if rng.random() < 0.15:
+                method = rng.choice(["GET", "POST", "PUT", "DELETE"])
             body = rng.choice(BODIES)
+            if rng.random() < 0.6 and path.endswith("/ipMove"):
+                body = json.dumps({"ip": unquote(rng.choice(IPS))})
+            elif rng.random() < 0.6 and path.endswith("/move"):
+                body = json.dumps({"to": rng.choice(NAMES)})
             headers = signed_headers(creds, method, url, body)
             async with session.request(
                 method, URL(url, encoded=True), headers=headers, data=body.encode()
@@ -109,5 +121,6 @@ async def test_random_signed_requests_get_ovh_shaped_answers(sim: RunningSimulat
                     assert "simulator bug" not in answer["message"]
                 seen_statuses.add(resp.status)
     # The generator reached the handlers, not just the router.
-    assert seen_statuses >= {200, 400, 404}
-    assert len(sim.state.audit()) >= 5, "generated moves should have been accepted or refused"
+    assert seen_statuses >= {200, 400, 404, 405}
+    moves = [e for e in sim.state.audit() if e["action"] in ("move", "park")]
+    assert len(moves) >= 5, "generated moves should have been accepted or refused"
