@@ -31,7 +31,7 @@ from tests.fixtures.daemon import (
     in_thread,
 )
 from tests.fixtures.servers import SwitchableHttpServer
-from tests.fixtures.sim import build_inventory
+from tests.fixtures.sim import ManualClock, build_inventory
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +68,12 @@ class World:
 
 
 async def make_world(
-    tmp_path: Path, http_server_factory: Callable[..., Any], **inventory: Any
+    tmp_path: Path,
+    http_server_factory: Callable[..., Any],
+    clock: ManualClock | None = None,
+    **inventory: Any,
 ) -> World:
-    sim = await start_simulator(build_inventory(**inventory))
+    sim = await start_simulator(build_inventory(**inventory), clock=clock)
     primary = await http_server_factory()
     standby = await http_server_factory()
     token_file = tmp_path / "admin.token"
@@ -198,10 +201,7 @@ async def test_sighup_with_a_broken_file_keeps_the_old_policy(
     await in_thread(
         d.wait_log, lambda r: r.get("event") == "server down" and r.get("server") == PRIMARY
     )
-    deadline = asyncio.get_running_loop().time() + 20
-    while world.sim.state.routing(BLOCK) != STANDBY:
-        assert asyncio.get_running_loop().time() < deadline, d.output()
-        await asyncio.sleep(0.05)  # polling the simulator's state with a deadline
+    await wait_routed(world, BLOCK, STANDBY, d)
     assert await in_thread(d.stop) == 0
 
 
@@ -237,13 +237,24 @@ async def test_invalid_policy_at_start_exits_78(
     assert "Traceback" not in d.output()
 
 
-async def test_sigterm_during_a_move_exits_cleanly_with_the_task_id_journaled(
+async def wait_routed(world: World, block: str, server: str, d: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while world.sim.state.routing(block) != server:
+        assert loop.time() < deadline, d.output()
+        await asyncio.sleep(0.05)  # polling the in-process simulator's state, with a deadline
+
+
+async def test_sigterm_during_a_move_exits_cleanly_and_the_next_start_follows_it(
     tmp_path: Path, http_server_factory: Any, start_daemon: Callable[..., Daemon]
 ) -> None:
-    # Tasks take a minute: the move is certainly in flight when SIGTERM arrives.
+    # The simulator's tasks run on a clock the test steps: the move is certainly in flight
+    # when SIGTERM arrives, and finishes only when the test says so.
+    clock = ManualClock()
     world = await make_world(
-        tmp_path, http_server_factory, task_durations={"init": 0.05, "todo": 0.05, "doing": 60}
+        tmp_path, http_server_factory, clock, task_durations={"init": 1, "todo": 1, "doing": 60}
     )
+    journal = tmp_path / "state" / "journal.sqlite3"
     try:
         d = start_daemon(world.policy, env=SIM_ENV)
         await in_thread(d.wait_ready, world.url)
@@ -258,15 +269,30 @@ async def test_sigterm_during_a_move_exits_cleanly_with_the_task_id_journaled(
         assert await in_thread(d.wait_exit, 30.0) == 0
         assert asyncio.get_running_loop().time() - began < 22
         assert "Traceback" not in d.output()
-        with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+        with sqlite3.connect(journal) as db:
             rows = db.execute(
                 "SELECT step, task_id FROM steps WHERE block = ? ORDER BY seq", (BLOCK,)
             ).fetchall()
         assert ("submitted", task_id) in rows
+        assert ("verified", task_id) not in rows  # nothing finished it: the next start will
+        assert world.sim.state.routing(BLOCK) == PRIMARY
+
+        # OVH finishes the task while failoverd is down; the next start follows the
+        # journaled task to its end instead of submitting the move again.
+        clock.advance(120)
+        again = start_daemon(world.policy, env=SIM_ENV)
+        await in_thread(again.wait_ready, world.url)
+        await wait_routed(world, BLOCK, STANDBY, again)
+        await in_thread(again.wait_log, lambda r: r.get("event") == "journal replay", 20.0)
         moves = [a for a in world.sim.state.audit() if a.get("action") == "move"]
-        assert len(moves) == 1
-        # Stopped while the task runs: nothing finished it, the next start will follow it.
-        assert ("verified", task_id) not in rows
+        assert len(moves) == 1, moves
+        with sqlite3.connect(journal) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            steps = db.execute(
+                "SELECT step, task_id FROM steps WHERE block = ?", (BLOCK,)
+            ).fetchall()
+        assert [s for s in steps if s[0] == "submitted"] == [("submitted", task_id)]
+        assert await in_thread(again.stop) == 0
     finally:
         await world.sim.close()
 
