@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -159,12 +160,15 @@ async def run_checker(args: argparse.Namespace) -> dict[str, Any]:
     policy = Policy(ApiPolicy(), DaemonPolicy(), GuardsPolicy(), servers, {})
     lags = array.array("d")
     outcome = [0, 0]  # fail, pass
+    reasons: Counter[str] = Counter()
     measuring = False
 
     def observe(server: str, result: Any, lag: float) -> None:
         if measuring:
             lags.append(lag)
             outcome[result.ok] += 1
+            if not result.ok:
+                reasons[result.reason] += 1
 
     monitor = HealthMonitor(policy, Metrics(CollectorRegistry()), observer=observe)
     loop = asyncio.get_running_loop()
@@ -197,6 +201,7 @@ async def run_checker(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_1000": 1000 * cpu / checks if checks else float("nan"),
         "cpu_use": cpu / (t1 - t0),
         "peak_rss_mb": r1.ru_maxrss / 1024,
+        "failures": dict(reasons.most_common(3)),
     }
 
 
@@ -313,12 +318,20 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=0.5)
     ap.add_argument("--ports", type=int, default=64, help="listening ports serving the targets")
     ap.add_argument("--cpu", type=int, default=None, help="core for the checker (default: first)")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for every benchmark process (e.g. -10 on a machine busy with other work)",
+    )
     ap.add_argument("--compare-haproxy", action="store_true")
     ap.add_argument("--listener", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--connect", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by workers and haproxy
     if args.listener:
         listener_main(args.ports, args.cpu)
         return 0
@@ -339,7 +352,7 @@ def main() -> int:
         f"{'core ' + str(listener_cpu) if listener_cpu is not None else 'the same core'}; "
         f"interval {args.interval}s, timeout {args.timeout}s, {args.duration:g}s measured per "
         f"size, {args.ports} listening ports, RLIMIT_NOFILE {hard}; load average "
-        f"{os.getloadavg()[0]:.2f}",
+        f"{os.getloadavg()[0]:.2f}; nice {os.getpriority(os.PRIO_PROCESS, 0)}",
         flush=True,
     )
     listener = Listener(args.ports, listener_cpu)
@@ -358,6 +371,8 @@ def main() -> int:
                 f"{r['cpu_use'] * 100:>7.1f}% {r['peak_rss_mb']:>7.1f}",
                 flush=True,
             )
+            if r["failures"]:
+                print(f"#   failures: {r['failures']}", flush=True)
             if n == BAR_TARGETS:
                 ok = r["lag_p99"] <= BAR_P99 and r["checks_per_s"] >= 0.95 * n / args.interval
                 failed_bar = not ok
