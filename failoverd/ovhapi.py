@@ -1080,11 +1080,18 @@ class OvhClient:
             if self._time_synced:
                 return
             # The library caches the offset in the client; `time_delta` does the GET.
-            answer = await self._run(
-                "GET", "/auth/time", priority, deadline, lambda: self._client.time_delta
-            )
+            try:
+                answer = await self._run(
+                    "GET", "/auth/time", priority, deadline, lambda: self._client.time_delta
+                )
+            except DeadlineExceeded as exc:
+                # Whatever became of this GET, the request it precedes was never sent.
+                raise DeadlineExceeded(exc.message, route="/auth/time") from exc
             if answer.error is not None:
-                raise _from_exception(answer.error, "GET", "/auth/time", "/auth/time")
+                err = _from_exception(answer.error, "GET", "/auth/time", "/auth/time")
+                if type(err) is OvhTransientError:
+                    err = _NotSentError(err.message, route=err.route, http_status=err.http_status)
+                raise err from answer.error
             self._time_synced = True
 
     async def _run(

@@ -558,3 +558,15 @@ async def test_429_waits_as_long_as_ovh_asks(
     assert (await client.block_info(BLOCK29)).routed_to == NS1
     assert loop.time() - started >= 1.0  # the simulator answers Retry-After: 1
     assert recorder.codes("/ip/{ip}") == ["200", "429", "200"]
+
+
+async def test_failed_clock_read_before_a_move_is_not_an_uncertain_move(
+    sim: RunningSimulator, client: OvhClient
+) -> None:
+    sim.state.add_fault(Fault(kind="reset", route="/auth/time", count=1))
+    ticket = await client.submit_move(BLOCK29, NS2, deadline=deadline(5))
+    routes = [r.route for r in client.request_log()]
+    assert routes.count("/auth/time") == 2
+    assert routes.count("/dedicated/server/{serviceName}/ipMove") == 1
+    assert "/ip/{ip}/task" not in routes  # no look-up for a move that was never sent
+    assert [e["task_id"] for e in accepted_moves(sim)] == [ticket.task_id]
