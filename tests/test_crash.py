@@ -59,6 +59,7 @@ async def run_harness(config: Path, http: dict[str, Any]) -> tuple[int, str]:
     return proc.returncode, "".join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kill_after",
     [
