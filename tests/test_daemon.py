@@ -114,10 +114,10 @@ async def test_ready_watchdog_status_and_clean_stop(
     await in_thread(d.wait_ready)
     # Pings every 200 ms while the supervisor cycles: wait for a few, never sleep.
     assert await in_thread(
-        notify_socket.wait_for, lambda ms: sum(m == "WATCHDOG=1" for m in ms) >= 3, 15.0
+        notify_socket.wait_for, lambda ms: sum(m == "WATCHDOG=1" for m in ms) >= 3, 30.0
     ), notify_socket.messages
     assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
-    await in_thread(d.wait_event, "decision", 15.0)
+    await in_thread(d.wait_event, "decision", 30.0)
     status = await in_thread(get_json, world.url + "/status")
     assert status["groups"][0]["name"] == "web"
     assert await in_thread(
@@ -239,7 +239,7 @@ async def test_invalid_policy_at_start_exits_78(
 
 async def wait_routed(world: World, block: str, server: str, d: Daemon) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
+    deadline = loop.time() + 30
     while world.sim.state.routing(block) != server:
         assert loop.time() < deadline, d.output()
         await asyncio.sleep(0.05)  # polling the in-process simulator's state, with a deadline
@@ -262,7 +262,7 @@ async def test_sigterm_during_a_move_exits_cleanly_and_the_next_start_follows_it
             d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == PRIMARY
         )
         await world.primary.stop()
-        submitted = await in_thread(d.wait_event, "move submitted", 20.0)
+        submitted = await in_thread(d.wait_event, "move submitted", 30.0)
         task_id = submitted["task_id"]
         began = asyncio.get_running_loop().time()
         d.signal(signal.SIGTERM)
@@ -283,7 +283,7 @@ async def test_sigterm_during_a_move_exits_cleanly_and_the_next_start_follows_it
         again = start_daemon(world.policy, env=SIM_ENV)
         await in_thread(again.wait_ready, world.url)
         await wait_routed(world, BLOCK, STANDBY, again)
-        await in_thread(again.wait_log, lambda r: r.get("event") == "journal replay", 20.0)
+        await in_thread(again.wait_log, lambda r: r.get("event") == "journal replay", 30.0)
         moves = [a for a in world.sim.state.audit() if a.get("action") == "move"]
         assert len(moves) == 1, moves
         with sqlite3.connect(journal) as db:
