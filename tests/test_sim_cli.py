@@ -94,8 +94,13 @@ async def test_fake_api_serves_curl_and_the_ovh_library() -> None:
         info = await asyncio.to_thread(client.get, "/ip/203.0.113.8%2F29")
         assert info["routedTo"] == {"serviceName": "ns1001.ip-51-68-100.eu"}
 
+        task = await asyncio.to_thread(
+            client.post, "/dedicated/server/ns1002.ip-51-68-100.eu/ipMove", ip="198.51.100.7/32"
+        )
         status, body, _ = await asyncio.to_thread(curl, base_url[: -len("/1.0")] + "/_sim/state")
-        assert json.loads(body)["routing"]["198.51.100.7/32"] == "ns1001.ip-51-68-100.eu"
+        state = json.loads(body)
+        assert state["routing"]["203.0.113.8/29"] == "ns1001.ip-51-68-100.eu"
+        assert [t["taskId"] for t in state["tasks"]] == [task["taskId"]]
 
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
@@ -103,6 +108,8 @@ async def test_fake_api_serves_curl_and_the_ovh_library() -> None:
         log = (await proc.stderr.read()).decode()
         assert "Traceback" not in log
         assert '"GET /1.0/ip/203.0.113.8%2F29 HTTP/1.1" 200' in log  # one access line a request
+        assert '"action": "move", "block": "198.51.100.7/32"' in log  # and each mutation
+        assert "demo-app-secret" not in log
         assert "stopped" in (await proc.stdout.read()).decode()
 
 

@@ -56,7 +56,12 @@ class SimServer:
 
 @dataclass(frozen=True)
 class SimBlock:
-    """An Additional IP block. `region` defaults to the region of the server it starts on."""
+    """An Additional IP block. `region` defaults to the region of the server it starts on.
+
+    `vmacs` are the virtual MACs its IPs carry: a block with any needs a destination that
+    supports vMACs, and one whose vMACs are duplicated (listed twice, or shared with another
+    block) cannot move at all.
+    """
 
     cidr: str
     routed_to: str | None

@@ -380,9 +380,12 @@ class SimState:
         at: float | None = None,
     ) -> None:
         when = self.iso(self.now() if at is None else at) or ""
-        self._audit.append(
-            AuditEntry(len(self._audit) + 1, when, action, block, source, target, task_id, outcome)
+        entry = AuditEntry(
+            len(self._audit) + 1, when, action, block, source, target, task_id, outcome
         )
+        self._audit.append(entry)
+        # For whoever watches `failoverd fake-api`; silent unless logging is configured.
+        _log.info("audit %s", json.dumps(entry.as_json()))
 
     def server(self, name: str) -> SimServer:
         server = self._servers.get(name)
@@ -518,9 +521,6 @@ class SimState:
         if origin == "dedicated":
             return [t for t in self._tasks.values() if t.origin == origin and t.target == owner]
         return [t for t in self._tasks.values() if t.origin == origin and t.block == owner]
-
-    def task(self, task_id: int) -> _Task | None:
-        return self._tasks.get(task_id)
 
     def log_request(self, record: RequestRecord) -> None:
         self._requests.append(record)
