@@ -8,6 +8,7 @@ tests/test_ovhapi_sim.py.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import re
@@ -173,3 +174,31 @@ async def test_closed_client_refuses_calls() -> None:
     with pytest.raises(OvhPermanentError, match="closed"):
         await client.block_info(BLOCK)
     assert len(fake.calls) == 1
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class ContextReadingOvh(FakeOvh):
+    """Records the context variable seen on the worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def raw_call(
+        self, method: str, path: str, data: Any = None, need_auth: bool = True
+    ) -> FakeResponse:
+        self.seen.append(REQUEST_ID.get())
+        return super().raw_call(method, path, data, need_auth)
+
+
+async def test_context_variables_reach_the_worker_thread() -> None:
+    fake = ContextReadingOvh()
+    client = make(fake)
+    try:
+        REQUEST_ID.set("move-123")
+        await client.block_info(BLOCK)
+        assert fake.seen == ["move-123"]
+    finally:
+        await client.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -570,3 +571,18 @@ async def test_failed_clock_read_before_a_move_is_not_an_uncertain_move(
     assert routes.count("/dedicated/server/{serviceName}/ipMove") == 1
     assert "/ip/{ip}/task" not in routes  # no look-up for a move that was never sent
     assert [e["task_id"] for e in accepted_moves(sim)] == [ticket.task_id]
+
+
+async def test_nothing_listening_is_transient_until_the_deadline(recorder: Recorded) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = ApiPolicy(endpoint=f"http://127.0.0.1:{port}/1.0", timeout=0.1)
+    client = OvhClient.from_policy(api, recorder, credentials=CREDS, tuning=FAST)
+    try:
+        with pytest.raises(DeadlineExceeded, match="connection refused"):
+            await client.block_info(BLOCK29)
+        assert recorder.requests
+        assert {r[:3] for r in recorder.requests} == {("/auth/time", "GET", "error")}
+    finally:
+        await client.close()
