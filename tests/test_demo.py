@@ -170,12 +170,13 @@ def test_keep_running_serves_the_cli_and_stops_on_ctrl_c(
     keep_running: tuple[subprocess.Popen[str], Lines],
 ) -> None:
     proc, out = keep_running
-    policy = Path(out.until(r"status -c (\S+failoverd\.yaml)", timeout=90).group(1))
-    out.until(r"Ctrl-C|which the policy names", timeout=10)
+    url = out.until(r"status --url (http://127\.0\.0\.1:\d+)", timeout=90).group(1)
+    policy = Path(out.until(r"move web .* -c (\S+failoverd\.yaml)", timeout=10).group(1))
+    out.until(r"--force because", timeout=10)
     assert policy.exists()
 
     status = subprocess.run(
-        failoverd("status", "-c", str(policy), "--json"),
+        failoverd("status", "--url", url, "--json"),
         capture_output=True,
         text=True,
         timeout=30,

@@ -688,13 +688,13 @@ async def _keep_running(t: Timeline, w: Watcher, primary: HealthServer, policy: 
 The primary {PRIMARY} is back up; the blocks stay on {STANDBY} (failback: manual).
 Everything keeps running until Ctrl-C. In another shell:
 
-  {me} status -c {policy}
-  {me} history {GROUP} -c {policy}
+  {me} status --url {w.daemon.url}
+  {me} history {GROUP} --url {w.daemon.url}
   curl -s {w.daemon.url}/metrics | grep '^failoverd_'
   {me} move {GROUP} --to {PRIMARY} --force -c {policy}
 
-(--force because the group is in its cooldown after the failover; the admin token is in
-{policy.parent / "admin.token"}, which the policy names.)"""
+The move needs the admin token: -c names the demo's policy, which names its token file.
+--force because the group is in its cooldown after the failover."""
     )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
