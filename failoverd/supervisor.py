@@ -297,6 +297,9 @@ class Supervisor:
         return self._group_view(group, self._wall())
 
     async def history(self, group: str | None, limit: int) -> list[HistoryEntry]:
+        # Lines queued before this call are part of the answer.
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
         return await self._journal.history(group, limit)
 
     def apply_policy(self, policy: Policy) -> None:

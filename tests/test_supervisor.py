@@ -1,0 +1,282 @@
+"""The engine's own API and its edges: manual moves, pause/resume, dry run, hooks, stop,
+restart, reload — against the real simulator, checks and journal (tests/engine_world.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from failoverd.errors import MoveRefused, UnknownGroup
+from failoverd.model import GroupStatus
+from failoverd.policy import HooksPolicy
+from failoverd.sim.inventory import Fault
+from failoverd.supervisor import Supervisor
+from tests.engine_world import Grp, Srv, World, make_world
+
+B1, B2 = "203.0.113.8/29", "198.51.100.7/32"
+SERVERS = [Srv("ns1"), Srv("ns2", "eu-west-rbx"), Srv("ns3", "eu-west-sbg"), Srv("ns4")]
+WEB = Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))
+
+Factory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def worlds() -> AsyncIterator[list[World]]:
+    made: list[World] = []
+    yield made
+    for w in made:
+        await w.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait for an async condition with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not reached before the deadline"
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+
+
+async def world(
+    tmp_path: Path, factory: Factory, worlds: list[World], group: Grp = WEB, **kw: Any
+) -> World:
+    w = await make_world(tmp_path, factory, SERVERS, [group], **kw)
+    worlds.append(w)
+    await w.settled()
+    return w
+
+
+async def test_manual_move_goes_through_the_safety_path(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    sup = w.supervisor
+
+    with pytest.raises(UnknownGroup, match="unknown group nope"):
+        await sup.request_move("nope", to=None, force=False, dry_run=False)
+    with pytest.raises(MoveRefused) as refused:
+        await sup.request_move("web", to="ns9", force=False, dry_run=False)
+    assert refused.value.status == 404
+    w.kill("ns3")
+    await w.until(lambda: w.health_of("ns3").value == "down")
+    with pytest.raises(MoveRefused) as refused:
+        await sup.request_move("web", to="ns3", force=True, dry_run=False)
+    assert refused.value.status == 422
+    assert str(refused.value) == "cannot move web to ns3: ns3 down"
+
+    accepted = await sup.request_move("web", to=None, force=False, dry_run=False)
+    assert (accepted.group, accepted.target, accepted.dry_run) == ("web", "ns2", False)
+    assert set(accepted.blocks) == {B1, B2}
+    with pytest.raises(MoveRefused) as refused:
+        await sup.request_move("web", to=None, force=False, dry_run=False)
+    assert refused.value.status == 409  # in flight
+    await w.until(lambda: w.routing(B1) == "ns2" and w.routing(B2) == "ns2" and w.idle())
+
+    move = await w.journal.get_move(accepted.move_id)
+    assert move is not None
+    assert (move.trigger, move.result) == ("manual", "success")
+    # Manual: the primary is up, yet nothing moves back by itself.
+    with pytest.raises(MoveRefused) as refused:
+        await sup.request_move("web", to="ns1", force=False, dry_run=False)
+    assert refused.value.status == 409
+    assert "in cooldown" in str(refused.value)
+    forced = await sup.request_move("web", to="ns1", force=True, dry_run=False)
+    await w.until(lambda: w.routing(B1) == "ns1" and w.idle())
+    assert (await w.journal.get_move(forced.move_id)).result == "success"  # type: ignore[union-attr]
+    assert [m["to"] for m in w.moves(B1)] == ["ns2", "ns1"]
+    assert (
+        w.metric("failoverd_failovers_total", group="web", trigger="manual", result="success") == 2
+    )
+
+
+async def test_a_paused_group_is_observed_not_moved_until_resumed(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    view = await w.supervisor.pause("web", duration=None, reason="kernel update")
+    assert view.paused
+    assert view.status is GroupStatus.PAUSED
+    assert view.pause_reason == "kernel update"
+
+    w.kill("ns1")
+    await w.until(
+        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="paused") == 1
+    )
+    assert w.moves() == []
+    assert "paused" in w.supervisor.snapshot().groups[0].reason
+
+    view = await w.supervisor.resume("web")
+    assert not view.paused
+    await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
+    kinds = [e.kind for e in await w.supervisor.history("web", 100)]
+    assert kinds.index("pause") < kinds.index("blocked") < kinds.index("resume")
+
+
+async def test_a_pause_expires_by_itself(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    view = await w.supervisor.pause("web", duration=0.8, reason=None)
+    assert view.pause_until is not None
+    w.kill("ns1")
+    await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
+    (move,) = await w.journal.moves("web")
+    assert move.created >= view.pause_until
+
+
+async def test_dry_run_decides_and_journals_but_never_posts(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds, dry_run=True)
+    assert w.supervisor.snapshot().dry_run
+    w.kill("ns1")
+
+    async def dry_run_done() -> bool:
+        return any(m.result == "dry_run" for m in await w.journal.moves("web"))
+
+    await eventually(dry_run_done)
+    await w.until(w.idle)
+    moves = await w.journal.moves("web")
+    assert [(m.dry_run, m.result) for m in moves] == [(True, "dry_run")]
+    assert moves[0].reason.startswith("dry run: primary ns1 down")
+    assert {s.step for s in moves[0].steps} == {"dry_run"}
+    assert w.moves() == []
+    assert w.routing(B1) == "ns1"
+    assert not any(r.method == "POST" for r in w.sim.state.requests())
+
+
+async def test_pre_hook_veto_blocks_the_move_and_says_why(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    veto = (sys.executable, "-c", "import sys; sys.stderr.write('change freeze\\n'); sys.exit(1)")
+    group = replace(WEB, hooks=HooksPolicy(pre=veto))
+    w = await world(tmp_path, http_server_factory, worlds, group=group)
+    w.kill("ns1")
+    await w.until(
+        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="veto") == 1
+    )
+    await w.until(w.idle)
+    assert w.moves() == []
+    (move,) = await w.journal.moves("web")
+    assert move.result == "vetoed"
+    assert {s.step for s in move.steps} == {"abandoned"}
+    history = await w.supervisor.history("web", 50)
+    assert any(
+        e.kind == "blocked" and e.message == "pre hook vetoed the move of web to ns2: change freeze"
+        for e in history
+    )
+
+
+async def test_post_hook_gets_the_move_in_its_environment(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    out = tmp_path / "post.json"
+    code = (
+        "import json, os; "
+        f"open({str(out)!r}, 'w').write(json.dumps({{k: v for k, v in os.environ.items() "
+        "if k.startswith('FAILOVERD_')}))"
+    )
+    ok = (sys.executable, "-c", "pass")
+    group = replace(WEB, hooks=HooksPolicy(pre=ok, post=(sys.executable, "-c", code)))
+    w = await world(tmp_path, http_server_factory, worlds, group=group)
+    w.kill("ns1")
+    await w.until(lambda: out.exists() and out.read_text() != "")
+    env = json.loads(out.read_text())
+    (move,) = await w.journal.moves("web")
+    assert env == {
+        "FAILOVERD_GROUP": "web",
+        "FAILOVERD_TARGET": "ns2",
+        "FAILOVERD_FROM": "ns1",
+        "FAILOVERD_BLOCKS": f"{B1} {B2}",
+        "FAILOVERD_TRIGGER": "auto",
+        "FAILOVERD_RESULT": "success",
+        "FAILOVERD_MOVE_ID": move.move_id,
+    }
+
+
+async def test_stop_lets_a_submission_reach_its_task_id_then_a_restart_follows_it(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    # The POST takes a while to answer; the task then takes a while to run.
+    w.sim.state.add_fault(Fault(kind="slow", delay=0.5, method="POST", count=2))
+    w.kill("ns1")
+
+    async def submitting() -> bool:
+        return any(s.step == "submitting" for m in await w.journal.moves("web") for s in m.steps)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not await submitting():
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+    w.stop.set()
+    assert w.task is not None
+    await asyncio.wait_for(w.task, 10)
+
+    (move,) = await w.journal.unfinished_moves()
+    submitted = {s.block: s.task_id for s in move.steps if s.step == "submitted"}
+    assert set(submitted) == {B1, B2}  # both POSTs reached their task id before the exit
+    assert all(isinstance(t, int) for t in submitted.values())
+
+    # A new engine on the same journal follows the tasks; nothing is sent again.
+    again = Supervisor(w.policy, api=w.api, health=w.health, journal=w.journal, recorder=w.metrics)
+    w.supervisor = again
+    await w.start_supervisor()
+
+    async def finished() -> bool:
+        return not await w.journal.unfinished_moves()
+
+    await eventually(finished)
+    assert w.routing(B1) == "ns2"
+    assert w.routing(B2) == "ns2"
+    assert len(w.moves()) == 2
+    (done,) = await w.journal.moves("web")
+    assert done.result == "success"
+
+
+async def test_cooldown_and_pause_survive_a_restart(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    w.kill("ns1")
+    await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
+    await w.supervisor.pause("web", duration=None, reason="investigating")
+    w.stop.set()
+    assert w.task is not None
+    await w.task
+
+    again = Supervisor(w.policy, api=w.api, health=w.health, journal=w.journal, recorder=w.metrics)
+    w.supervisor = again
+    await w.start_supervisor()
+    await w.until(lambda: again.last_tick > 0)
+    view = again.snapshot().groups[0]
+    assert view.paused
+    assert view.pause_reason == "investigating"
+    assert 590 < view.cooldown_remaining <= 600
+
+
+async def test_reload_adds_a_group_and_keeps_health_and_state(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    await w.supervisor.pause("web", duration=None, reason="kept")
+    api_group = replace(
+        w.policy.groups["web"], name="api", blocks=(), primary="ns4", standbys=("ns2",)
+    )
+    policy = replace(w.policy, groups={**w.policy.groups, "api": api_group})
+    w.supervisor.apply_policy(policy)
+    await w.until(lambda: len(w.supervisor.snapshot().groups) == 2)
+    web = w.supervisor.snapshot().groups[0]
+    assert web.paused  # state of the groups that remain is kept
+    assert any(e.kind == "reload" for e in await w.supervisor.history(None, 50))
+    tick = w.supervisor.last_tick
+    await w.until(lambda: w.supervisor.last_tick > tick)  # the loop keeps ticking
