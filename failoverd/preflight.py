@@ -101,7 +101,7 @@ async def run_preflight(
     when the very first request fails (the API is unreachable): a dead API is one problem,
     not a verdict per standby.
     """
-    runner = _Runner(api)
+    runner = _Runner()
     groups = list(policy.groups.values())
     services: dict[str, ServiceInfo | OvhError] = {}
     blocks: dict[Block, BlockInfo | OvhError] = {}
@@ -156,8 +156,7 @@ async def run_preflight(
 class _Runner:
     """Runs port calls a few at a time, turning expected failures into values."""
 
-    def __init__(self, api: OvhApi) -> None:
-        self.api = api
+    def __init__(self) -> None:
         self.sem = asyncio.Semaphore(CONCURRENCY)
 
     async def first(self, call: Callable[[], Awaitable[T]]) -> T | OvhError:
