@@ -280,8 +280,9 @@ def move(
             absent_polls += 1
         result = _result_of(entries)
         # Final once a result is journaled, or once the move has left the in-flight list
-        # (after having been seen, or after a few polls for moves that were quicker).
-        if result is not None or (not mine and (seen_in_flight or absent_polls >= 4)):
+        # after having been seen (the journal has its result by then, unless it crashed),
+        # or when it never showed up at all for a while.
+        if result is not None or (not mine and (seen_in_flight or absent_polls >= 20)):
             break
         if clock() >= deadline:
             raise FailoverdError(

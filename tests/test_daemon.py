@@ -7,97 +7,34 @@ the daemon (its log lines, its notify socket, HTTP calls) runs in a thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import signal
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from failoverd.sim.server import RunningSimulator, start_simulator
 from tests.fixtures.daemon import (
+    BLOCK,
+    PRIMARY,
     SIM_ENV,
-    TOKEN,
+    STANDBY,
     Daemon,
     NotifySocket,
-    daemon_policy,
+    World,
     free_port,
+    get_json,
     http,
     in_thread,
+    make_world,
+    wait_routed,
 )
-from tests.fixtures.servers import SwitchableHttpServer
-from tests.fixtures.sim import ManualClock, build_inventory
+from tests.fixtures.sim import ManualClock
 
 pytestmark = pytest.mark.slow
-
-PRIMARY = "ns1001.ip-51-68-100.eu"
-STANDBY = "ns1002.ip-51-68-100.eu"
-BLOCK = "203.0.113.8/29"
-
-
-@dataclass
-class World:
-    tmp: Path
-    sim: RunningSimulator
-    primary: SwitchableHttpServer
-    standby: SwitchableHttpServer
-    port: int
-    policy: Path
-    token_file: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def write_policy(self, **overrides: Any) -> None:
-        args: dict[str, Any] = {
-            "endpoint": self.sim.base_url,
-            "port": self.port,
-            "state_dir": self.tmp / "state",
-            "token_file": self.token_file,
-            "checks": {PRIMARY: self.primary.url, STANDBY: self.standby.url},
-            "groups": {"web": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": [BLOCK]}},
-        }
-        args.update(overrides)
-        self.policy.write_text(daemon_policy(**args))
-
-
-async def make_world(
-    tmp_path: Path,
-    http_server_factory: Callable[..., Any],
-    clock: ManualClock | None = None,
-    **inventory: Any,
-) -> World:
-    sim = await start_simulator(build_inventory(**inventory), clock=clock)
-    primary = await http_server_factory()
-    standby = await http_server_factory()
-    token_file = tmp_path / "admin.token"
-    token_file.write_text(TOKEN + "\n")
-    world = World(
-        tmp_path, sim, primary, standby, free_port(), tmp_path / "policy.yaml", token_file
-    )
-    world.write_policy()
-    return world
-
-
-@pytest.fixture
-async def world(tmp_path: Path, http_server_factory: Any) -> AsyncIterator[World]:
-    w = await make_world(tmp_path, http_server_factory)
-    try:
-        yield w
-    finally:
-        await w.sim.close()
-
-
-def get_json(url: str) -> Any:
-    status, _, body = http("GET", url)
-    assert status == 200, body
-    return json.loads(body)
 
 
 def metric(text: str, name: str) -> float:
@@ -235,14 +172,6 @@ async def test_invalid_policy_at_start_exits_78(
     assert len(d.stderr_lines) >= 3
     assert all(line.startswith(f"{policy}:") for line in d.stderr_lines)
     assert "Traceback" not in d.output()
-
-
-async def wait_routed(world: World, block: str, server: str, d: Daemon) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while world.sim.state.routing(block) != server:
-        assert loop.time() < deadline, d.output()
-        await asyncio.sleep(0.05)  # polling the in-process simulator's state, with a deadline
 
 
 async def test_sigterm_during_a_move_exits_cleanly_and_the_next_start_follows_it(

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from failoverd.cli import main as cli_main
-from tests.fixtures.daemon import SIM_ENV, TOKEN, Daemon, http, in_thread
-from tests.test_daemon import World, make_world
+from tests.fixtures.daemon import SIM_ENV, TOKEN, Daemon, World, http, in_thread, make_world
 
 pytestmark = pytest.mark.slow
 
