@@ -45,6 +45,7 @@ from typing import Any
 
 import structlog
 
+from failoverd import __version__
 from failoverd.checks import HealthMonitor
 from failoverd.config import load_policy
 from failoverd.errors import ConfigError, FailoverdError, OvhAuthError
@@ -287,6 +288,7 @@ class Daemon:
             sup_task.add_done_callback(lambda _: self._wake.set())
             log.info(
                 "failoverd started",
+                version=__version__,
                 listen=web.url,
                 state_dir=str(policy.daemon.state_dir),
                 groups=len(policy.groups),

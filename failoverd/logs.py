@@ -204,3 +204,14 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def reset_logging() -> None:
+    """Undo configure_logging (for tests and embedders): our handler removed, the root
+    level back to the stdlib default, structlog back to its own defaults."""
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+    root.setLevel(logging.WARNING)
+    structlog.reset_defaults()

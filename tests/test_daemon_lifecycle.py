@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from failoverd import app
 from failoverd.app import Daemon, UnavailableApi, read_admin_token
 from failoverd.errors import OvhAuthError
-from failoverd.logs import configure_logging
+from failoverd.logs import configure_logging, reset_logging
 from failoverd.policy import ApiPolicy, DaemonPolicy, GuardsPolicy, Policy
 from failoverd.sdnotify import Notifier
 
@@ -54,10 +55,11 @@ def make_daemon(notifier: Notifier | None = None) -> CountingDaemon:
 
 
 @pytest.fixture
-def log_lines() -> io.StringIO:
+def log_lines() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("json", "info", stream=stream)
-    return stream
+    yield stream
+    reset_logging()
 
 
 async def test_a_dead_root_task_stops_the_daemon_with_one_clear_line(

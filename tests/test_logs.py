@@ -11,7 +11,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from failoverd.logs import FIXED_KEYS, REDACTED, SECRETS, configure_logging, register_secret
+from failoverd.logs import (
+    FIXED_KEYS,
+    REDACTED,
+    SECRETS,
+    configure_logging,
+    register_secret,
+    reset_logging,
+)
 
 
 @pytest.fixture
@@ -20,7 +27,7 @@ def out() -> Iterator[io.StringIO]:
     configure_logging("json", "debug", stream=stream)
     yield stream
     SECRETS.clear()
-    configure_logging("json", "info", stream=io.StringIO())
+    reset_logging()
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
