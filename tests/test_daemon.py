@@ -86,16 +86,22 @@ async def test_sighup_with_a_valid_change_applies_it(
 ) -> None:
     d = start_daemon(world.policy, env=SIM_ENV, notify=notify_socket)
     await in_thread(d.wait_ready)
+    vps = "vps-1a2b3c4d.vps.ovh.net"
     world.write_policy(
+        checks={PRIMARY: world.primary.url, STANDBY: world.standby.url, vps: world.standby.url},
         groups={
             "web": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": [BLOCK]},
-            "mail": {"primary": PRIMARY, "standbys": [STANDBY], "blocks": ["198.51.100.7/32"]},
-        }
+            "mail": {"primary": PRIMARY, "standbys": [vps], "blocks": ["198.51.100.7/32"]},
+        },
     )
     d.signal(signal.SIGHUP)
     await in_thread(d.wait_event, "policy reloaded")
     status = await in_thread(get_json, world.url + "/status")
     assert [g["name"] for g in status["groups"]] == ["web", "mail"]
+    # The health monitor got it too: the new server is checked and comes up.
+    await in_thread(d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == vps)
+    status = await in_thread(get_json, world.url + "/status")
+    assert {s["name"] for s in status["servers"]} == {PRIMARY, STANDBY, vps}
     _, _, body = await in_thread(http, "GET", world.url + "/metrics")
     assert metric(body.decode(), "failoverd_config_last_reload_successful") == 1.0
     assert await in_thread(
