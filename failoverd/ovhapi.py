@@ -709,7 +709,8 @@ class OvhClient:
 
     def _explain_refusal(self, info: ServiceInfo, message: str) -> str:
         lowered = message.lower()
-        if ("mac" in lowered) and not info.vmac_supported:
+        if "mac" in lowered and not info.vmac_supported and info.name not in message:
+            # OVH's words may not say which side lacks what: say it.
             return f"{message} ({info.name} does not support virtual MACs)"
         return message
 
