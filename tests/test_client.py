@@ -212,3 +212,18 @@ def test_connect_url_maps_wildcards_to_loopback() -> None:
 def test_bad_url() -> None:
     with pytest.raises(FailoverdError, match="invalid daemon URL 'ftp://x'"):
         client.DaemonClient("ftp://x").get("/status")
+
+
+async def test_status_lists_moves_in_flight(web_api: LiveApi) -> None:
+    await web_api.engine.request_move("web", to=None, force=False, dry_run=False)
+    text = await in_thread(run_client, ["status", "--url", web_api.url])
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("MOVE"))
+    assert lines[header].split() == ["MOVE", "GROUP", "TARGET", "PHASE", "BLOCKS", "STARTED"]
+    assert lines[header + 1].split()[:5] == [
+        "m1",
+        "web",
+        "ns1002.ip-51-68-100.eu",
+        "planned",
+        "203.0.113.8/29",
+    ]
