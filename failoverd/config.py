@@ -408,7 +408,9 @@ class _Reader:
         try:
             try:
                 root = _compose(_Composer, text)
-            except yaml.YAMLError:
+            except yaml.YAMLError as exc:
+                if "nesting depth" in str(getattr(exc, "problem", "")):
+                    raise RecursionError from exc  # pure Python would take seconds to agree
                 # Again in pure Python, whose messages are the more precise ones (and do
                 # not depend on whether libyaml is installed).
                 root = _compose(yaml.SafeLoader, text)

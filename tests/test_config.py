@@ -325,3 +325,20 @@ def test_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
         locked.chmod(0)
         assert main(["check-config", "-c", str(locked)]) == 78
         assert "Permission denied" in capsys.readouterr().err
+
+
+def test_absurd_nesting_is_one_problem() -> None:
+    for text in ("x-a: " + "[" * 2000 + "]" * 2000, "x-a: " + "{a: " * 2000 + "1" + "}" * 2000):
+        assert problems(text) == ["p.yaml:1: the document is nested too deeply"]
+
+
+def test_exponential_aliases_stay_cheap() -> None:
+    # "Billion laughs": every level lists the previous one ten times.
+    lines = ["x-l0: &l0 [ns2, ns2, ns2, ns2, ns2, ns2, ns2, ns2, ns2, ns2]"]
+    for i in range(1, 9):
+        lines.append(f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
+    text = "\n".join(lines) + "\n" + MINIMAL.replace("standbys: [ns2]", "standbys: *l8")
+    out = problems(text)
+    assert len(out) == 10  # one per item of the top list: each is a list, not a name
+    # An alias is reported where its anchor is: line 8 holds &l7.
+    assert out[0] == "p.yaml:8: groups.web.standbys[0]: expected a server name, got a list"
