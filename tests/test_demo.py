@@ -162,8 +162,14 @@ def keep_running() -> Iterator[tuple[subprocess.Popen[str], Lines]]:
         yield proc, Lines(proc)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+            # SIGINT first: the demo then stops its daemon, which runs in its own session
+            # and would outlive a killed demo.
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def test_keep_running_serves_the_cli_and_stops_on_ctrl_c(
