@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import ipaddress
 import math
 import os
@@ -45,6 +46,7 @@ import select
 import signal
 import socket
 import struct
+import time
 import weakref
 import zlib
 from collections import deque
@@ -106,6 +108,7 @@ def _os_reason(exc: OSError) -> str:
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
 
 
 @lru_cache(maxsize=1024)
@@ -136,6 +139,7 @@ class Prober:
         self._pingers: dict[socket.AddressFamily, IcmpPinger | IcmpUnavailable] = {}
         self._children: set[asyncio.subprocess.Process] = set()
         self._connect_waiter: ConnectWaiter | None = None
+        self._timers: Timers | None = None
         self._closed = False
 
     async def probe(self, check: Check) -> CheckResult:
@@ -178,6 +182,10 @@ class Prober:
                 # thousands of checks a second would otherwise leave TIME_WAIT sockets on
                 # the management host (HAProxy does the same for connect-only checks).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                # No quick ACK: the handshake's last ACK waits and the reset goes first, so
+                # the server answers the SYN but never builds a connection nor wakes its
+                # application — HAProxy's connect check does exactly this.
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 0)
                 # A bare non-blocking connect rather than loop.sock_connect under
                 # asyncio.timeout: this is the hot path of thousands of checks a second.
                 err = sock.connect_ex((addr, check.port))
@@ -198,8 +206,14 @@ class Prober:
 
     def _connects(self, loop: asyncio.AbstractEventLoop) -> ConnectWaiter:
         if self._connect_waiter is None:
-            self._connect_waiter = ConnectWaiter(loop)
+            self._connect_waiter = ConnectWaiter(loop, self.timers(loop))
         return self._connect_waiter
+
+    def timers(self, loop: asyncio.AbstractEventLoop) -> Timers:
+        """The shared timers (round deadlines and connect deadlines) of this prober."""
+        if self._timers is None:
+            self._timers = Timers(loop)
+        return self._timers
 
     # http ----------------------------------------------------------------------------
 
@@ -346,6 +360,9 @@ class Prober:
         if self._connect_waiter is not None:
             self._connect_waiter.close()
             self._connect_waiter = None
+        if self._timers is not None:
+            self._timers.close()
+            self._timers = None
         for proc in list(self._children):
             await _kill_and_reap(proc)
         self._children.clear()
@@ -447,11 +464,15 @@ class ServerTracker:
     previous: ServerHealth | None = None
     tracks: dict[CheckKey, CheckTrack] = field(default_factory=dict)
     view: ServerHealth = field(init=False)
+    ordered: list[CheckTrack] = field(init=False)
 
     def __post_init__(self) -> None:
         self.tracks = {
             key: self.tracks.get(key) or CheckTrack(timing=key[0].timing) for key in self.keys
         }
+        # In check order; the hot path never hashes a check (frozen dataclasses rehash
+        # every field on every lookup).
+        self.ordered = [self.tracks[key] for key in self.keys]
         prev = self.previous
         self.view = ServerHealth(
             name=self.name,
@@ -470,7 +491,11 @@ class ServerTracker:
 
     def record(self, key: CheckKey, result: CheckResult, now: float) -> ServerHealth:
         """Account one probe of one check; returns the server's new health."""
-        self.tracks[key].record(result)
+        return self.record_track(self.tracks[key], result, now)
+
+    def record_track(self, track: CheckTrack, result: CheckResult, now: float) -> ServerHealth:
+        """Like record(), given the check's track itself (one of ``self.ordered``)."""
+        track.record(result)
         self.view = self._combine(now, touched=True)
         return self.view
 
@@ -478,7 +503,7 @@ class ServerTracker:
         old = self.view
         if len(self.keys) == 1:
             # One check (the common case, and the hot path at scale): its state is the server's.
-            only = self.tracks[self.keys[0]]
+            only = self.ordered[0]
             health = old.health if only.health is Health.UNKNOWN else only.health
             return ServerHealth(
                 name=self.name,
@@ -491,7 +516,7 @@ class ServerTracker:
                 consecutive_fail=only.fail_run,
                 canary=self.canary,
             )
-        tracks = [self.tracks[k] for k in self.keys]
+        tracks = self.ordered
         healths = [t.health for t in tracks]
         results = [t.last for t in tracks if t.last is not None]
         verdict: Health | None
@@ -772,11 +797,14 @@ class HealthMonitor:
         assert prober is not None  # tasks exist only between start() and stop()
         check = key[0]
         interval = check.timing.interval
+        timers = prober.timers(loop)
+        # The track outlives reloads that keep this check (the new tracker adopts it).
+        track = self._entries[name].tracker.tracks[key]
         while True:
-            await _sleep_until(loop, deadline)
+            await timers.sleep_until(deadline)
             lag = loop.time() - deadline
             result = await prober.probe(check)
-            self._account(name, key, result, lag)
+            self._account(name, track, result, lag)
             deadline += interval
             now = loop.time()
             if deadline < now:
@@ -784,17 +812,17 @@ class HealthMonitor:
                 # skip the missed slots, keep the phase; never run rounds back to back.
                 deadline = next_deadline(now, check_phase(name, key), interval)
 
-    def _account(self, name: str, key: CheckKey, result: CheckResult, lag: float) -> None:
+    def _account(self, name: str, track: CheckTrack, result: CheckResult, lag: float) -> None:
         if self._recorder is not None:
             self._recorder.check_done(name, result.kind, result.ok, result.duration)
         if self._observer is not None:
             self._observer(name, result, lag)
         entry = self._entries.get(name)
-        if entry is None or key not in entry.tracker.tracks:
+        if entry is None or not any(t is track for t in entry.tracker.ordered):
             return  # removed by a reload while this probe ran
         assert self._loop is not None
         previous = entry.tracker.view
-        self._publish(name, previous, entry.tracker.record(key, result, self._loop.time()))
+        self._publish(name, previous, entry.tracker.record_track(track, result, self._loop.time()))
 
 
 class ConnectWaiter:
@@ -807,8 +835,9 @@ class ConnectWaiter:
     itself. Elsewhere it falls back to ``loop.add_writer``.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timers: Timers) -> None:
         self._loop = loop
+        self._timers = timers
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         if self._epoll is not None:
@@ -820,23 +849,20 @@ class ConnectWaiter:
         which also takes it out of the epoll set."""
         fd = sock.fileno()
         fut: asyncio.Future[None] = self._loop.create_future()
-        timer = self._loop.call_at(deadline, _expire, fut)
-        try:
-            if self._epoll is None:
-                self._loop.add_writer(fd, _set_done, fut)
-                try:
-                    await fut
-                finally:
-                    self._loop.remove_writer(fd)
-                return
-            self._epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
-            self._waiters[fd] = fut
+        self._timers.at(deadline, fut, expire=True)
+        if self._epoll is None:
+            self._loop.add_writer(fd, _set_done, fut)
             try:
                 await fut
             finally:
-                del self._waiters[fd]
+                self._loop.remove_writer(fd)
+            return
+        self._epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
+        self._waiters[fd] = fut
+        try:
+            await fut
         finally:
-            timer.cancel()
+            del self._waiters[fd]
 
     def _ready(self) -> None:
         assert self._epoll is not None
@@ -854,23 +880,67 @@ class ConnectWaiter:
             fut.cancel()
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    """Wake at an absolute loop time (asyncio.sleep takes a delay, which drifts)."""
-    if deadline <= loop.time():
-        return
-    fut: asyncio.Future[None] = loop.create_future()
-    handle = loop.call_at(deadline, _set_done, fut)
-    try:
+class Timers:
+    """Many timers behind one event-loop timer.
+
+    asyncio keeps every ``call_at`` in one heap ordered by a Python-level ``__lt__``; with a
+    sleeping round and a connect deadline per check, thousands of checks a second spent
+    most of their time comparing timer handles. Here deadlines live in a heap of tuples
+    (compared in C) and only the earliest one is armed on the loop; a fired batch wakes
+    every due waiter at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Future[None], bool]] = []
+        self._seq = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        # asyncio fires a timer up to one clock resolution early; so do we, consistently.
+        self._slack = time.get_clock_info("monotonic").resolution
+
+    def at(self, deadline: float, fut: asyncio.Future[None], *, expire: bool) -> None:
+        """At `deadline`, complete `fut` (or fail it with TimeoutError when `expire`)."""
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, fut, expire))
+        if deadline < self._armed:
+            self._arm(deadline)
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Wake at an absolute loop time (asyncio.sleep takes a delay, which drifts)."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self.at(deadline, fut, expire=False)
         await fut
-    finally:
-        handle.cancel()
+
+    def _arm(self, deadline: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(deadline, self._fire)
+        self._armed = deadline
+
+    def _fire(self) -> None:
+        self._handle, self._armed = None, math.inf
+        end = self._loop.time() + self._slack
+        heap = self._heap
+        while heap and heap[0][0] <= end:
+            _, _, fut, expire = heapq.heappop(heap)
+            if not fut.done():  # a waiter that finished or was cancelled meanwhile
+                if expire:
+                    fut.set_exception(TimeoutError())
+                else:
+                    fut.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle, self._armed = None, math.inf
+        for _, _, fut, _ in self._heap:
+            fut.cancel()
+        self._heap.clear()
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
