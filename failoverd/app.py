@@ -20,7 +20,8 @@ supervisor, HTTP API), runs it in one event loop, and owns the process lifecycle
   ``STOPPING=1`` on the way out.
 - **Graceful, then bounded shutdown.** The supervisor is asked to stop (it lets an
   in-flight move reach its task id in the journal); after ``SHUTDOWN_GRACE`` seconds it is
-  cancelled. The whole stop stays well inside systemd's ``TimeoutStopSec=30s``.
+  cancelled; the other parts close within what is left of ``STOP_BUDGET`` (25 s), inside
+  systemd's ``TimeoutStopSec=30s``.
 
 Degraded operation, by decision: failoverd keeps running when the OVH API cannot be used
 (no credentials, bad credentials, API unreachable). Health checks, ``/status``,
@@ -64,8 +65,14 @@ from failoverd.web import HttpApi, WebServer
 log = structlog.get_logger("failoverd.app")
 
 EX_OK, EX_FAIL = 0, 1
-SHUTDOWN_GRACE = 20.0  # seconds the supervisor gets to wind down before it is cancelled
-CANCEL_GRACE = 5.0  # and after cancellation, before we stop waiting for it
+# Shutdown stays inside systemd's TimeoutStopSec=30s: the supervisor gets 20 s to let a
+# submission reach the journal (its own grace is 15 s), 2 s more once cancelled, and the
+# rest of the parts share what is left of 25 s.
+STOP_BUDGET = 25.0
+SHUTDOWN_GRACE = 20.0
+CANCEL_GRACE = 2.0
+CLEANUP_GRACE = 5.0  # at most, per part
+MIN_CLEANUP = 0.5  # at least, per part, even past the budget
 MAIN_TICK = 1.0  # the main loop's heartbeat (watchdog pings, root task checks)
 MAIN_STALE = 10.0  # /healthz fails when the main loop has not ticked for this long
 SUPERVISOR_STALE = 30.0  # ... or the supervisor has not completed a cycle for this long
@@ -196,6 +203,11 @@ class Daemon:
         self.http: HttpApi | None = None
         self.health_monitor: HealthMonitor | None = None
         self.journal: Journal | None = None
+        # Shutdown timings (module defaults; a test may shorten them on its instance).
+        self.stop_budget = STOP_BUDGET
+        self.shutdown_grace = SHUTDOWN_GRACE
+        self.cancel_grace = CANCEL_GRACE
+        self.cleanup_grace = CLEANUP_GRACE
 
     # ------------------------------------------------------------------ signals
 
@@ -362,30 +374,36 @@ class Daemon:
         sup_stop: asyncio.Event,
         cleanups: list[tuple[str, Callable[[], Any]]],
     ) -> None:
+        """Stop everything within STOP_BUDGET seconds, whatever hangs."""
         loop = asyncio.get_running_loop()
         began = loop.time()
+        deadline = began + self.stop_budget
         if sup_task is not None and not sup_task.done():
             sup_stop.set()
-            done, _ = await asyncio.wait({sup_task}, timeout=SHUTDOWN_GRACE)
+            done, _ = await asyncio.wait({sup_task}, timeout=self.shutdown_grace)
             if not done:
                 log.warning(
                     "supervisor did not stop in time; cancelling it",
                     took_s=round(loop.time() - began, 3),
                 )
                 sup_task.cancel()
-                await asyncio.wait({sup_task}, timeout=CANCEL_GRACE)
+                await asyncio.wait({sup_task}, timeout=self.cancel_grace)
         if sup_task is not None and sup_task.done() and not sup_task.cancelled():
             exc = sup_task.exception()
             if exc is not None and self._stop_requested:
                 log.error("supervisor failed while stopping", reason=f"{type(exc).__name__}: {exc}")
         for name, close in reversed(cleanups):
+            # Each part gets what is left of the budget (but a moment at least), so one that
+            # hangs cannot keep the others from closing or the process from exiting in time.
+            budget = min(self.cleanup_grace, max(MIN_CLEANUP, deadline - loop.time()))
             try:
-                async with asyncio.timeout(CANCEL_GRACE):
+                async with asyncio.timeout(budget):
                     result = close()
                     if asyncio.iscoroutine(result):
                         await result
             except Exception as exc:  # a cleanup failure must not hide the others
-                log.warning(f"closing the {name} failed", reason=f"{type(exc).__name__}: {exc}")
+                why = f"no answer in {budget:.1f}s" if isinstance(exc, TimeoutError) else exc
+                log.warning(f"closing the {name} failed", reason=f"{type(exc).__name__}: {why}")
         log.info("failoverd stopped", took_s=round(loop.time() - began, 3))
 
     # ------------------------------------------------------------------ reload

@@ -189,3 +189,39 @@ def test_admin_token_sources(tmp_path: Path, log_lines: io.StringIO) -> None:
     text = log_lines.getvalue()
     assert "admin token file is empty; admin API disabled" in text
     assert "cannot read the admin token file; admin API disabled" in text
+
+
+async def test_shutdown_is_bounded_even_when_parts_hang(log_lines: io.StringIO) -> None:
+    daemon = make_daemon()
+    daemon.stop_budget, daemon.shutdown_grace, daemon.cancel_grace = 1.0, 0.3, 0.1
+    loop = asyncio.get_running_loop()
+    released = asyncio.Event()
+
+    async def stubborn_engine(stop: asyncio.Event) -> None:
+        await stop.wait()
+        try:
+            await asyncio.Event().wait()  # ignores the stop request...
+        finally:
+            released.set()  # ...but cancellation gets through
+
+    closed: list[str] = []
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    async def closes() -> None:
+        closed.append("web")
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(stubborn_engine(stop), name="supervisor")
+    began = loop.time()
+    await daemon._shutdown(
+        task, stop, [("journal", closes), ("OVH client", hangs), ("HTTP API", closes)]
+    )
+    took = loop.time() - began
+    assert released.is_set()
+    assert closed == ["web", "web"]  # the hanging part did not keep the others open
+    assert took < 2.5
+    text = log_lines.getvalue()
+    assert "supervisor did not stop in time; cancelling it" in text
+    assert "closing the OVH client failed" in text
