@@ -284,3 +284,22 @@ async def test_listen_address_in_use_exits_1(
     again = start_daemon(world.policy, env=SIM_ENV)
     await in_thread(again.wait_ready, world.url)
     assert await in_thread(again.stop) == 0
+
+
+async def test_keeps_running_when_the_api_is_unreachable(
+    world: World, start_daemon: Callable[..., Daemon]
+) -> None:
+    world.write_policy(endpoint=f"http://127.0.0.1:{free_port()}/1.0")
+    d = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(d.wait_ready, world.url)
+    failed = await in_thread(d.wait_event, "routing read failed")
+    assert failed["level"] == "warning"
+    assert failed["block"] == BLOCK
+    await in_thread(
+        d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == PRIMARY
+    )
+    status = await in_thread(get_json, world.url + "/status")
+    assert status["groups"][0]["holder"] is None  # unknown, not guessed
+    assert (await in_thread(http, "GET", world.url + "/healthz"))[0] == 200
+    assert await in_thread(d.stop) == 0
+    assert "Traceback" not in d.output()
