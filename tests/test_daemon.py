@@ -22,6 +22,7 @@ from tests.fixtures.daemon import (
     PRIMARY,
     SIM_ENV,
     STANDBY,
+    TOKEN,
     Daemon,
     NotifySocket,
     World,
@@ -94,10 +95,17 @@ async def test_sighup_with_a_valid_change_applies_it(
             "mail": {"primary": PRIMARY, "standbys": [vps], "blocks": ["198.51.100.7/32"]},
         },
     )
+    world.token_file.write_text("rotated-admin-token-0042\n")
     d.signal(signal.SIGHUP)
     await in_thread(d.wait_event, "policy reloaded")
     status = await in_thread(get_json, world.url + "/status")
     assert [g["name"] for g in status["groups"]] == ["web", "mail"]
+    # The admin token is re-read: the rotated one works, the old one no longer does.
+    resume = world.url + "/groups/mail/resume"
+    old = {"Authorization": f"Bearer {TOKEN}"}
+    new = {"Authorization": "Bearer rotated-admin-token-0042"}
+    assert (await in_thread(http, "POST", resume, b"", old))[0] == 403
+    assert (await in_thread(http, "POST", resume, b"", new))[0] == 200
     # The health monitor got it too: the new server is checked and comes up.
     await in_thread(d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == vps)
     status = await in_thread(get_json, world.url + "/status")
