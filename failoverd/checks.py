@@ -108,6 +108,7 @@ def _os_reason(exc: OSError) -> str:
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
+_EPOLL_BATCH = 4096
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
 
 
@@ -866,10 +867,16 @@ class ConnectWaiter:
 
     def _ready(self) -> None:
         assert self._epoll is not None
-        for fd, _ in self._epoll.poll(0):
-            fut = self._waiters.get(fd)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        # Drain everything that is ready now: a busy loop may find thousands of connects
+        # done at once, and any left for the next iteration could lose to its deadline.
+        while True:
+            events = self._epoll.poll(0, _EPOLL_BATCH)
+            for fd, _ in events:
+                fut = self._waiters.get(fd)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            if len(events) < _EPOLL_BATCH:
+                return
 
     def close(self) -> None:
         if self._epoll is not None:
