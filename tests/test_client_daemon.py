@@ -20,6 +20,10 @@ async def test_manual_move_pause_resume_status_history(
     d = start_daemon(world.policy, env=SIM_ENV)
     await in_thread(d.wait_ready, world.url)
     await in_thread(d.wait_log, lambda r: r.get("event") == "standby eligible")
+    # A manual move needs a target known to be up (never a move to an unknown server).
+    await in_thread(
+        d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == STANDBY
+    )
     capsys.readouterr()
 
     # Paused: the move is still allowed by hand (pause only stops automatic moves).
