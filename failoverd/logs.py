@@ -19,7 +19,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -192,11 +192,6 @@ def configure_logging(
 def set_level(level: str) -> None:
     """Change the level at run time (a reload may change daemon.log_level)."""
     logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))
-
-
-def secret_env_values(environ: Mapping[str, str], names: Iterable[str]) -> list[str]:
-    """The values of the named environment variables that are set (for register_secret)."""
-    return [environ[n] for n in names if environ.get(n)]
 
 
 def _isatty(stream: TextIO) -> bool:
