@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from failoverd.checks import HealthMonitor, check_keys, check_phase, next_deadline
+from failoverd.checks import (
+    HealthMonitor,
+    Prober,
+    Timers,
+    check_keys,
+    check_phase,
+    next_deadline,
+)
 from failoverd.metrics import Metrics
 from failoverd.model import CheckResult, Health, HealthChange
 from failoverd.policy import (
@@ -298,3 +306,59 @@ async def test_stop_leaves_nothing_behind(
     rest = [c async for c in changes]
     assert all(c.server in policy.servers for c in rest)
     assert [c async for c in monitor.changes()] == []
+
+
+# --------------------------------------------------------------------------- timers
+
+
+async def test_timers_wake_in_deadline_order_and_expire() -> None:
+    loop = asyncio.get_running_loop()
+    timers = Timers(loop)
+    order: list[str] = []
+    now = loop.time()
+
+    async def sleeper(name: str, at: float) -> None:
+        await timers.sleep_until(at)
+        order.append(name)
+
+    expiring: asyncio.Future[None] = loop.create_future()
+    timers.at(now + 0.02, expiring, expire=True)
+    await asyncio.gather(
+        sleeper("c", now + 0.06), sleeper("a", now + 0.01), sleeper("b", now + 0.03)
+    )
+    assert order == ["a", "b", "c"]
+    assert loop.time() >= now + 0.06 - 0.001
+    with pytest.raises(TimeoutError):
+        await expiring
+    timers.close()
+
+
+async def test_connect_done_on_a_busy_loop_is_not_a_timeout(hanging_tcp: int) -> None:
+    prober = Prober()
+    check = TcpCheck("127.0.0.1", hanging_tcp, CheckTiming(interval=1, timeout=0.05))
+    task = asyncio.create_task(prober.probe(check))
+    await asyncio.sleep(0)  # let the probe send its SYN (one loop step, not a wait for time)
+    # Block the whole loop past the deadline, the way a burst of other work would: the
+    # kernel completed the connect meanwhile, so the probe must pass, not time out (the
+    # loop polls I/O before it runs due timers).
+    time.sleep(0.2)  # noqa: ASYNC251 - deliberately stalls the event loop
+    result = await task
+    assert (result.ok, result.reason) == (True, "ok")
+    await prober.close()
+
+
+async def test_timers_collect_finished_work_before_expiring() -> None:
+    # When the deadline fires late in a long loop iteration, work that finished meanwhile
+    # (connects seen by the before_expire hook) wins over the timeout.
+    loop = asyncio.get_running_loop()
+    timers = Timers(loop)
+    done_late: asyncio.Future[None] = loop.create_future()
+    really_late: asyncio.Future[None] = loop.create_future()
+    timers.before_expire = lambda: done_late.set_result(None)
+    now = loop.time()
+    timers.at(now + 0.01, done_late, expire=True)
+    timers.at(now + 0.01, really_late, expire=True)
+    await done_late
+    with pytest.raises(TimeoutError):
+        await really_late
+    timers.close()
