@@ -101,6 +101,7 @@ log = structlog.get_logger()
 TICK = 1.0  # the loop runs at least this often, for /healthz and the watchdog
 SHUTDOWN_GRACE = 15.0  # a POST in progress at SIGTERM may take this long to get its task id
 VETO_RETRY = 60.0  # a vetoed group is asked again after this long (or its cooldown if shorter)
+PREFLIGHT_RETRY = 60.0  # soonest re-check of eligibility when a group has no eligible standby
 UNKNOWN_RETRY = 1.0  # pause between looks for a move task whose POST had no clear answer
 GUARDS: tuple[GuardName, ...] = ("mass_failure", "canary", "max_failovers")
 
@@ -180,6 +181,7 @@ class Supervisor:
         self._critical_done = asyncio.Event()
         self._critical_done.set()
         self._last_tick = 0.0
+        self._preflight_kicked = float("-inf")
         self._saved: PersistedState | None = None
         self._logged: dict[str, str] = {}  # group -> last logged decision (digits folded)
         self._writes: set[asyncio.Task[None]] = set()
@@ -401,6 +403,8 @@ class Supervisor:
                 self._start(action, obs, detect_since=detect)
             elif isinstance(action, Blocked):
                 self._recorder.failover_blocked(action.group, action.reason)
+                if action.reason == "no_eligible_target":
+                    self._recheck_eligibility()
                 log.warning("failover blocked", group=action.group, reason=action.message)
                 self._write(
                     self._journal.record(
@@ -427,10 +431,22 @@ class Supervisor:
             self._write(self._journal.record("decision", gs.reason, at=obs.now, group=name))
         self._persist()
 
+    def _recheck_eligibility(self) -> None:
+        """A group found no eligible standby: ask the API again soon, not in 15 minutes.
+
+        A preflight verdict may come from an API error rather than a real refusal; when it
+        is what keeps a group from failing over, it is re-checked within PREFLIGHT_RETRY.
+        """
+        now = self._loop_time()
+        if now - self._preflight_kicked >= PREFLIGHT_RETRY:
+            self._preflight_kicked = now
+            self._preflight_now.set()
+
     def _next_wake(self) -> float:
         """Seconds until the next time-based event (at most TICK)."""
         now = self._wall()
         times: list[float] = []
+        health = self._health.current()
         for name, gs in self._state.groups.items():
             times.append(gs.cooldown_until)
             if gs.paused and gs.pause_until is not None:
@@ -438,7 +454,7 @@ class Supervisor:
             group = self._policy.groups.get(name)
             if group is None or group.failback.mode != "auto":
                 continue
-            primary = self._health.current().get(group.primary)
+            primary = health.get(group.primary)
             if primary is not None and primary.health is Health.UP:
                 times.append(self._to_wall(primary.since, now) + group.failback.after)
         window = self._policy.guards.max_failovers.window
@@ -1102,6 +1118,11 @@ class Supervisor:
         took = loop.time() - (flight.detect_since or flight.started_loop)
         text += f" in {took:.1f}s"
         await self._journal.finish_move(flight.move_id, result, at=now, reason=text)
+        if flight.group not in self._state.groups:
+            # The group was removed by a reload while its move ran: nothing to cool down.
+            self._recorder.failover_done(flight.group, flight.trigger, result)
+            log.info("move finished", group=flight.group, move_id=flight.move_id, reason=text)
+            return
         if not flight.sent:
             # Nothing reached OVH: no cooldown, so the core may choose again (and say why not).
             self._release(flight.group, retry_after=0.0)
