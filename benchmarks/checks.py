@@ -199,6 +199,7 @@ async def run_checker(args: argparse.Namespace) -> dict[str, Any]:
         "lag_max": ordered[-1] if ordered else float("nan"),
         "cpu_s": cpu,
         "cpu_per_1000": 1000 * cpu / checks if checks else float("nan"),
+        "sys_share": (r1.ru_stime - r0.ru_stime) / cpu if cpu else float("nan"),
         "cpu_use": cpu / (t1 - t0),
         "peak_rss_mb": r1.ru_maxrss / 1024,
         "failures": dict(reasons.most_common(3)),
@@ -401,6 +402,7 @@ def main() -> int:
                 f"{r['cpu_use'] * 100:>7.1f}% {r['peak_rss_mb']:>7.1f}",
                 flush=True,
             )
+            print(f"#   kernel share of that CPU: {r['sys_share'] * 100:.0f}%", flush=True)
             if r["failures"]:
                 print(f"#   failures: {r['failures']}", flush=True)
             if n == BAR_TARGETS:
