@@ -259,8 +259,11 @@ class Prober:
         except TimeoutError:
             return False, timeout_reason(timeout)
         except aiohttp.ClientConnectorCertificateError as exc:
-            detail = getattr(exc.certificate_error, "verify_message", "") or "verify failed"
-            return False, f"tls certificate {detail}"
+            detail = getattr(exc.certificate_error, "verify_message", "")
+            return (
+                False,
+                f"certificate verify failed: {detail}" if detail else "certificate verify failed",
+            )
         except aiohttp.ClientConnectorSSLError:
             return False, "tls handshake failed"
         except aiohttp.ClientConnectorError as exc:

@@ -147,8 +147,7 @@ async def test_tls_verification(prober: Prober, tls_server: SwitchableHttpServer
     assert tls_server.url.startswith("https://")
     r = await prober.probe(HttpCheck(tls_server.url, timing=FAST))
     assert not r.ok
-    assert r.reason.startswith("tls certificate"), r.reason
-    assert "verify failed" in r.reason or "self" in r.reason or "issuer" in r.reason
+    assert r.reason.startswith("certificate verify failed"), r.reason
     r = await prober.probe(HttpCheck(tls_server.url, tls_verify=False, timing=FAST))
     assert (r.ok, r.reason) == (True, "ok")
 
