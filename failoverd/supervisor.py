@@ -123,7 +123,7 @@ class _Flight:
     started_loop: float
     source: str | None  # the holder when the move started
     routing_at_start: Mapping[str, str | None]
-    detect_since: float | None = None  # loop time of the holder's down verdict (auto moves)
+    detect_since: float | None = None  # loop time the holder's first failed round ended (auto)
     phase: str = "planned"
     sent: bool = False  # at least one POST went out (or may have)
     task: asyncio.Task[None] | None = None
@@ -182,6 +182,7 @@ class Supervisor:
         self._critical_done.set()
         self._last_tick = 0.0
         self._preflight_kicked = float("-inf")
+        self._failing_since: dict[str, float] = {}  # server -> loop time of its first failed round
         self._saved: PersistedState | None = None
         self._logged: dict[str, str] = {}  # group -> last logged decision (digits folded)
         self._writes: set[asyncio.Task[None]] = set()
@@ -373,6 +374,9 @@ class Supervisor:
         async for change in self._health.changes():
             prev = change.previous
             cur = change.current
+            if cur.failing and (prev is None or not prev.failing):
+                # The start of the "detect" phase: the first failed round, not the verdict.
+                self._failing_since[cur.name] = cur.last_round_at or self._loop_time()
             if prev is None or prev.health is not cur.health:
                 log.info(
                     f"server {cur.health.value}",
@@ -385,21 +389,24 @@ class Supervisor:
     def _cycle(self) -> None:
         """One synchronous decision: no await, so the state cannot change under it."""
         obs = self._observe()
-        started = time.perf_counter()
         decision = core.decide(self._state, obs, self._policy)
-        took = time.perf_counter() - started
+        decided = self._loop_time()
         self._state = decision.state
         self._statuses = decision.statuses
         acted: set[str] = set()
         for action in decision.actions:
             acted.add(action.group)
             if isinstance(action, StartMove):
-                self._recorder.phase("decide", took)
                 detect = None
                 if action.trigger == "auto":
+                    # Phases of an automatic failover (SPEC §7): detect = first failed round
+                    # → down verdict; decide = down verdict → this decision.
                     source, _ = core.holder(self._policy.groups[action.group], obs.routing)
                     h = self._health.current().get(source) if source else None
-                    detect = h.since if h is not None and h.health is Health.DOWN else None
+                    if h is not None and h.health is Health.DOWN:
+                        detect = min(self._failing_since.get(h.name, h.since), h.since)
+                        self._recorder.phase("detect", h.since - detect)
+                        self._recorder.phase("decide", max(0.0, decided - h.since))
                 self._start(action, obs, detect_since=detect)
             elif isinstance(action, Blocked):
                 self._recorder.failover_blocked(action.group, action.reason)
@@ -946,9 +953,9 @@ class Supervisor:
                     )
                     return _BlockResult("failed", reason)
                 submitted = loop.time()
-                self._recorder.phase("submit", submitted - started)
-                if flight.detect_since is not None:
-                    self._recorder.phase("detect", max(0.0, started - flight.detect_since))
+                # submit = the decision → OVH's answer with a task id (journal, hook,
+                # eligibility and the POST itself).
+                self._recorder.phase("submit", submitted - flight.started_loop)
                 await self._journal.step(
                     flight.move_id,
                     block,

@@ -239,3 +239,11 @@ async def test_failback_auto_returns_after_the_hold_time_manual_stays(
     assert triggers == ["auto", "failback"]
     view = {g.name: g for g in w.supervisor.snapshot().groups}
     assert view["manual"].reason == "manual on standby s2 (up); failback is manual"
+    # Every phase of the failover was timed (SPEC §7): once per move, or once per block.
+    counts = {
+        phase: w.metric("failoverd_failover_phase_seconds_count", phase=phase)
+        for phase in ("detect", "decide", "submit", "task", "verify", "total")
+    }
+    assert counts == {"detect": 1, "decide": 1, "submit": 2, "task": 2, "verify": 2, "total": 1}
+    detect = w.metric("failoverd_failover_phase_seconds_sum", phase="detect")
+    assert 0 < detect < 2.0  # fall 2 at 0.2 s: about one interval between the two rounds

@@ -280,3 +280,28 @@ async def test_reload_adds_a_group_and_keeps_health_and_state(
     assert any(e.kind == "reload" for e in await w.supervisor.history(None, 50))
     tick = w.supervisor.last_tick
     await w.until(lambda: w.supervisor.last_tick > tick)  # the loop keeps ticking
+
+
+async def test_a_target_refused_at_move_time_gives_way_to_the_next_candidate(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    assert w.supervisor.snapshot().groups[0].eligible["ns2"]  # the preflight said yes
+    # ...but when the move comes, OVH says no for ns2.
+    w.sim.state.add_fault(
+        Fault(
+            kind="error",
+            status=400,
+            route="/dedicated/server/ns2/ipCanBeMovedTo*",
+            message="ns2 cannot receive this block right now",
+        )
+    )
+    w.kill("ns1")
+    await w.until(lambda: w.routing(B1) == "ns3" and w.routing(B2) == "ns3" and w.idle())
+    assert [m["to"] for m in w.moves()] == ["ns3", "ns3"]  # nothing was sent to ns2
+    (move,) = await w.journal.moves("web")
+    assert move.result == "success"
+    refused = [s for s in move.steps if s.target == "ns2"]
+    assert {s.step for s in refused} == {"failed"}
+    assert all("cannot receive this block" in (s.reason or "") for s in refused)
+    assert not w.supervisor.snapshot().groups[0].eligible["ns2"]
