@@ -65,6 +65,14 @@ async def test_primary_down_moves_to_the_first_eligible_standby(
     assert view.holder == "ns3"
     assert view.eligible == {"bhs1": False, "ns2": True, "ns3": True}
     assert w.metric("failoverd_standby_eligible", group="web", server="bhs1") == 0
+    # Every phase of the failover was timed (SPEC §7): once per move, or once per block.
+    counts = {
+        phase: w.metric("failoverd_failover_phase_seconds_count", phase=phase)
+        for phase in ("detect", "decide", "submit", "task", "verify", "total")
+    }
+    assert counts == {"detect": 1, "decide": 1, "submit": 2, "task": 2, "verify": 2, "total": 1}
+    detect = w.metric("failoverd_failover_phase_seconds_sum", phase="detect")
+    assert 0 < detect < 2.0  # fall 2 at 0.2 s: about one interval between the two rounds
 
 
 async def test_flapping_primary_moves_at_most_once_per_cooldown(
@@ -239,11 +247,3 @@ async def test_failback_auto_returns_after_the_hold_time_manual_stays(
     assert triggers == ["auto", "failback"]
     view = {g.name: g for g in w.supervisor.snapshot().groups}
     assert view["manual"].reason == "manual on standby s2 (up); failback is manual"
-    # Every phase of the failover was timed (SPEC §7): once per move, or once per block.
-    counts = {
-        phase: w.metric("failoverd_failover_phase_seconds_count", phase=phase)
-        for phase in ("detect", "decide", "submit", "task", "verify", "total")
-    }
-    assert counts == {"detect": 1, "decide": 1, "submit": 2, "task": 2, "verify": 2, "total": 1}
-    detect = w.metric("failoverd_failover_phase_seconds_sum", phase="detect")
-    assert 0 < detect < 2.0  # fall 2 at 0.2 s: about one interval between the two rounds
