@@ -133,7 +133,7 @@ async def test_half_the_fleet_down_freezes_moves_until_it_clears(
     await w.until(lambda: w.health.current()["p1"].consecutive_fail >= rounds + 6)
     assert w.moves() == []
     assert w.metric("failoverd_guard_active", guard="mass_failure") == 1
-    assert w.metric("failoverd_failovers_blocked_total", group="g1", reason="guard") == 1
+    assert w.metric("failoverd_failovers_blocked_total", group="g1", reason="guard") >= 1
     history = await w.supervisor.history("g1", 20)
     assert any(
         e.kind == "blocked" and "mass failure: 3 of 6 servers failing" in e.message for e in history

@@ -108,7 +108,7 @@ async def test_a_paused_group_is_observed_not_moved_until_resumed(
 
     w.kill("ns1")
     await w.until(
-        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="paused") == 1
+        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="paused") >= 1
     )
     assert w.moves() == []
     assert "paused" in w.supervisor.snapshot().groups[0].reason
@@ -161,7 +161,7 @@ async def test_pre_hook_veto_blocks_the_move_and_says_why(
     w = await world(tmp_path, http_server_factory, worlds, group=group)
     w.kill("ns1")
     await w.until(
-        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="veto") == 1
+        lambda: w.metric("failoverd_failovers_blocked_total", group="web", reason="veto") >= 1
     )
     await w.until(w.idle)
     assert w.moves() == []
