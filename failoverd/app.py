@@ -272,6 +272,7 @@ class Daemon:
             cleanups.append(("journal", journal.close))
             metrics = Metrics()
             self.metrics = metrics
+            metrics.declare(policy)
             metrics.config_reloaded(True, self.wall())
             api = self._build_api(metrics)
             cleanups.append(("OVH client", api.close))
@@ -450,6 +451,7 @@ class Daemon:
                 set_level(new.daemon.log_level)
         if self.http is not None:
             self.http.token = read_admin_token(new.daemon, self.environ)
+        self.metrics.declare(new)
         self.metrics.config_reloaded(True, self.wall())  # the supervisor journals the reload
         log.info(
             "policy reloaded",

@@ -16,11 +16,15 @@ from prometheus_client.registry import Collector
 
 from failoverd import __version__
 from failoverd.model import GroupStatus, Health, Phase, Snapshot
+from failoverd.policy import Policy
 
 CHECK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 PHASE_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 GUARDS = ("mass_failure", "canary", "max_failovers")
+TRIGGERS = ("auto", "manual", "failback")
+RESULTS = ("success", "partial", "failed")
+BLOCKED_REASONS = ("cooldown", "guard", "paused", "no_eligible_target", "veto")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -89,6 +93,22 @@ class Metrics:
     def bind_snapshot(self, snapshot: Callable[[], Snapshot | None]) -> None:
         """Point the state gauges at the supervisor once it exists."""
         self._snapshot_collector.source = snapshot
+
+    def declare(self, policy: Policy) -> None:
+        """Create every counter series of the policy's groups and servers at zero.
+
+        A counter that first appears at 1 is invisible to ``increase()``: the first failover
+        of a group would never alert. Idempotent; called on start and on every reload.
+        """
+        for group in policy.groups:
+            for trigger in TRIGGERS:
+                for result in RESULTS:
+                    self._failovers.labels(group=group, trigger=trigger, result=result)
+            for reason in BLOCKED_REASONS:
+                self._blocked.labels(group=group, reason=reason)
+        for server in policy.servers:
+            for result in ("pass", "fail"):
+                self._checks.labels(server=server, result=result)
 
     # Recorder ----------------------------------------------------------------------
 
