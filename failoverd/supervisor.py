@@ -769,8 +769,13 @@ class Supervisor:
             log.info("dry run", group=flight.group, block=block, server=flight.target, reason=note)
         text = f"dry run: {flight.group} not moved ({flight.reason})"
         await self._journal.finish_move(flight.move_id, "dry_run", at=now, reason=text)
+        if flight.trigger == "manual":
+            # An operator's rehearsal: it must not hold back a real failover afterwards.
+            self._release(flight.group, retry_after=0.0)
+            return
         group = self._policy.groups.get(flight.group)
-        # Cooldown as for a real move, so a dry run says what it would do once per cooldown.
+        # daemon.dry_run: cooldown as for a real move, so the daemon says what it would do
+        # once per cooldown instead of at every cycle.
         self._state = core.move_finished(
             self._state,
             flight.group,

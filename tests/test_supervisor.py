@@ -305,3 +305,22 @@ async def test_a_target_refused_at_move_time_gives_way_to_the_next_candidate(
     assert {s.step for s in refused} == {"failed"}
     assert all("cannot receive this block" in (s.reason or "") for s in refused)
     assert not w.supervisor.snapshot().groups[0].eligible["ns2"]
+
+
+async def test_a_manual_dry_run_rehearses_without_holding_back_a_real_failover(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await world(tmp_path, http_server_factory, worlds)
+    accepted = await w.supervisor.request_move("web", to="ns3", force=False, dry_run=True)
+    assert accepted.dry_run
+
+    async def rehearsed() -> bool:
+        move = await w.journal.get_move(accepted.move_id)
+        return move is not None and move.result == "dry_run"
+
+    await eventually(rehearsed)
+    await w.until(w.idle)
+    assert w.supervisor.snapshot().groups[0].cooldown_remaining == 0
+    assert w.moves() == []
+    w.kill("ns1")  # a real failure right after the rehearsal is handled at once
+    await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
