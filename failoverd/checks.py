@@ -637,7 +637,7 @@ def next_deadline(now: float, phase: float, interval: float) -> float:
 class _Entry:
     policy: ServerPolicy
     tracker: ServerTracker
-    tasks: dict[CheckKey, asyncio.Task[None]] = field(default_factory=dict)
+    tasks: dict[CheckKey, asyncio.Task[None] | TcpJob] = field(default_factory=dict)
 
 
 def canary_servers(policy: Policy) -> list[ServerPolicy]:
@@ -680,6 +680,7 @@ class HealthMonitor:
         self._health: dict[str, ServerHealth] = {}
         self._subscribers: weakref.WeakSet[_Subscription] = weakref.WeakSet()
         self._prober: Prober | None = None
+        self._rounds: TcpRounds | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._policy = policy
         self._stopped = False
@@ -711,16 +712,24 @@ class HealthMonitor:
             return
         self._loop = asyncio.get_running_loop()
         self._prober = Prober()
+        # Linux (epoll) runs TCP checks to addresses as callbacks; elsewhere, as tasks.
+        if hasattr(select, "epoll"):
+            self._rounds = TcpRounds(self._loop, self._account_tcp)
         self._stopped = False
         self._sync()
 
     async def stop(self) -> None:
-        tasks = [t for e in self._entries.values() for t in e.tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        runs = [t for e in self._entries.values() for t in e.tasks.values()]
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(
+            *(t for t in runs if isinstance(t, asyncio.Task)), return_exceptions=True
+        )
         for entry in self._entries.values():
             entry.tasks.clear()
+        if self._rounds is not None:
+            self._rounds.close()
+            self._rounds = None
         if self._prober is not None:
             await self._prober.close()
             self._prober = None
@@ -731,6 +740,7 @@ class HealthMonitor:
         self._subscribers.clear()
 
     def task_count(self) -> int:
+        """Checks being run (a task each, or a job of the TCP rounds)."""
         return sum(len(e.tasks) for e in self._entries.values())
 
     # internals -------------------------------------------------------------------------
@@ -778,10 +788,30 @@ class HealthMonitor:
                 if key not in entry.tasks:
                     # The first deadline is fixed now, not when the task first runs, so a
                     # busy loop at start makes that round late (visible as lag), not skipped.
-                    first = next_deadline(now, check_phase(name, key), key[0].timing.interval)
+                    phase = check_phase(name, key)
+                    check = key[0]
+                    first = next_deadline(now, phase, check.timing.interval)
+                    literal = _ip_literal(check.host) if isinstance(check, TcpCheck) else None
+                    if (
+                        isinstance(check, TcpCheck)
+                        and literal is not None
+                        and self._rounds is not None
+                    ):
+                        job = TcpJob(
+                            name,
+                            entry.tracker.tracks[key],
+                            check,
+                            literal[0],
+                            (literal[1], check.port),
+                            phase,
+                            first,
+                        )
+                        self._rounds.add(job)
+                        entry.tasks[key] = job
+                        continue
                     entry.tasks[key] = self._loop.create_task(
                         self._run(name, key, first),
-                        name=f"check {name} {key[0].kind} {key[0].target}",
+                        name=f"check {name} {check.kind} {check.target}",
                     )
 
     def _publish(self, name: str, previous: ServerHealth | None, current: ServerHealth) -> None:
@@ -815,6 +845,9 @@ class HealthMonitor:
                 # The probe outlasted the interval (timeout >= interval) or the loop stalled:
                 # skip the missed slots, keep the phase; never run rounds back to back.
                 deadline = next_deadline(now, check_phase(name, key), interval)
+
+    def _account_tcp(self, job: TcpJob, result: CheckResult, lag: float) -> None:
+        self._account(job.name, job.track, result, lag)
 
     def _account(self, name: str, track: CheckTrack, result: CheckResult, lag: float) -> None:
         if self._recorder is not None:
@@ -892,6 +925,202 @@ class ConnectWaiter:
             fut.cancel()
 
 
+@dataclass(eq=False)
+class TcpJob:
+    """One TCP check of one server driven by TcpRounds (mutable, owned by the rounds)."""
+
+    name: str
+    track: CheckTrack
+    check: TcpCheck
+    family: socket.AddressFamily
+    address: tuple[str, int]
+    phase: float
+    deadline: float  # of the next (or current) round
+    ident: int = 0
+    round: int = 0  # bumped when a round ends, so a stale expiry entry is ignored
+    sock: socket.socket | None = None
+    started: float = 0.0
+    lag: float = 0.0
+    active: bool = True
+    owner: TcpRounds | None = None
+
+    def cancel(self) -> None:
+        if self.owner is not None:
+            self.owner.remove(self)
+
+
+_START, _EXPIRE = 0, 1
+
+
+def _round_of(job: TcpJob) -> int:
+    return job.round  # read through a call: the attribute may change under a callback
+
+
+class TcpRounds:
+    """Rounds of TCP connect checks to IP addresses, as plain callbacks.
+
+    This is the check kind that scales to thousands of targets, so it skips the per-round
+    machinery of the general path (a task waking on futures): a heap of (when, seq, job,
+    round, what) tuples — all atomic, so the garbage collector never tracks them — one loop
+    timer for the earliest entry, and one epoll set for the connects in flight. A round
+    creates no object that outlives it, so nothing is promoted to the old GC generations
+    and full collections (which pause the loop) stay rare. Semantics are those of the
+    general path: absolute deadlines, one round at a time per check, missed slots skipped.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_result: Callable[[TcpJob, CheckResult, float], None],
+    ) -> None:
+        self._loop = loop
+        self._on_result = on_result
+        self._heap: list[tuple[float, int, int, int, int]] = []
+        self._seq = 0
+        self._jobs: dict[int, TcpJob] = {}
+        self._by_fd: dict[int, TcpJob] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = math.inf
+        self._slack = time.get_clock_info("monotonic").resolution
+        self._epoll: select.epoll | None = select.epoll()
+        loop.add_reader(self._epoll.fileno(), self._on_ready)
+
+    def add(self, job: TcpJob) -> None:
+        self._seq += 1
+        job.ident, job.owner = self._seq, self
+        self._jobs[job.ident] = job
+        self._push(job.deadline, job, _START)
+
+    def remove(self, job: TcpJob) -> None:
+        job.active = False
+        self._jobs.pop(job.ident, None)
+        self._close_socket(job)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def close(self) -> None:
+        for job in list(self._jobs.values()):
+            self.remove(job)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._heap.clear()
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+
+    # timers ----------------------------------------------------------------------------
+
+    def _push(self, when: float, job: TcpJob, what: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, job.ident, job.round, what))
+        if when < self._armed:
+            self._arm(when)
+
+    def _fire(self) -> None:
+        self._handle, self._armed = None, math.inf
+        end = self._loop.time() + self._slack
+        heap, jobs = self._heap, self._jobs
+        drained = False
+        while heap and heap[0][0] <= end:
+            _, _, ident, rnd, what = heapq.heappop(heap)
+            job = jobs.get(ident)
+            if job is None or job.round != rnd:
+                continue  # removed, or the round already ended
+            if what == _START:
+                self._start(job)
+            elif job.sock is not None:
+                if not drained:
+                    # A busy loop may run this long after its I/O poll: collect the
+                    # connects that finished meanwhile, so only silence times out.
+                    self._on_ready()
+                    drained = True
+                    if _round_of(job) != rnd:
+                        continue  # it answered meanwhile
+                timeout = job.check.timing.timeout
+                self._finish(job, False, timeout_reason(timeout))
+        # Rounds started above may have armed an earlier timer already.
+        if heap and heap[0][0] < self._armed:
+            self._arm(heap[0][0])
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._fire)
+        self._armed = when
+
+    # a round -------------------------------------------------------------------------
+
+    def _start(self, job: TcpJob) -> None:
+        now = self._loop.time()
+        job.started, job.lag = now, now - job.deadline
+        try:
+            sock = socket.socket(job.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self._finish(job, False, _os_reason(exc))
+            return
+        job.sock = sock
+        try:
+            # As in Prober._tcp: reset on close, and no final ACK before it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 0)
+            err = sock.connect_ex(job.address)
+            if err == errno.EINPROGRESS and self._epoll is not None:
+                fd = sock.fileno()
+                self._by_fd[fd] = job
+                self._epoll.register(fd, select.EPOLLOUT | select.EPOLLONESHOT)
+                self._push(now + job.check.timing.timeout, job, _EXPIRE)
+                return
+        except OSError as exc:
+            self._finish(job, False, _os_reason(exc))
+            return
+        self._finish(job, err == 0, "ok" if err == 0 else _os_reason(OSError(err, "")))
+
+    def _on_ready(self) -> None:
+        if self._epoll is None:
+            return
+        by_fd = self._by_fd
+        while True:
+            events = self._epoll.poll(0, _EPOLL_BATCH)
+            for fd, _ in events:
+                job = by_fd.get(fd)
+                if job is None or job.sock is None:
+                    continue
+                err = job.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    self._finish(job, False, _os_reason(OSError(err, os.strerror(err))))
+                else:
+                    self._finish(job, True, "ok")
+            if len(events) < _EPOLL_BATCH:
+                return
+
+    def _close_socket(self, job: TcpJob) -> None:
+        sock, job.sock = job.sock, None
+        if sock is not None:
+            self._by_fd.pop(sock.fileno(), None)
+            sock.close()  # also leaves the epoll set
+
+    def _finish(self, job: TcpJob, ok: bool, reason: str) -> None:
+        self._close_socket(job)
+        now = self._loop.time()
+        result = CheckResult(ok=ok, duration=now - job.started, reason=reason, kind="tcp")
+        job.round += 1
+        if not job.active:
+            return
+        interval = job.check.timing.interval
+        job.deadline += interval
+        if job.deadline < now:
+            # Missed slots (a stalled loop) are skipped, keeping the phase.
+            job.deadline = next_deadline(now, job.phase, interval)
+        self._push(job.deadline, job, _START)
+        try:
+            self._on_result(job, result, job.lag)
+        except Exception:  # a bug in accounting must not stop this check's rounds
+            log.exception("recording a check result failed", server=job.name)
+
+
 class Timers:
     """Many timers behind one event-loop timer.
 
@@ -951,7 +1180,7 @@ class Timers:
                 if fut.done():
                     continue
             fut.set_exception(TimeoutError())
-        if heap:
+        if heap and heap[0][0] < self._armed:
             self._arm(heap[0][0])
 
     def close(self) -> None:
