@@ -603,18 +603,18 @@ class Supervisor:
         while True:
             self._preflight_now.clear()
             policy = self._policy
+            interval = self._policy.daemon.preflight_interval
             try:
                 report = await preflight.run_preflight(policy, self._api, check_inventory=first)
             except FailoverdError as exc:
                 log.warning("preflight failed", reason=str(exc))
+                interval = min(interval, PREFLIGHT_RETRY)  # no verdicts at all: try again soon
             else:
                 first = False
                 if policy is self._policy:
                     self._apply_preflight(report)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._preflight_now.wait(), self._policy.daemon.preflight_interval
-                )
+                await asyncio.wait_for(self._preflight_now.wait(), interval)
 
     def _apply_preflight(self, report: preflight.PreflightReport) -> None:
         eligibility: dict[tuple[str, str], Eligibility] = {}
@@ -690,26 +690,23 @@ class Supervisor:
     ) -> None:
         try:
             if fresh:
-                await self._journal.create_move(
-                    JournaledMove(
-                        move_id=flight.move_id,
-                        group=flight.group,
-                        trigger=flight.trigger,
-                        target=flight.target,
-                        blocks=flight.blocks,
-                        dry_run=flight.dry_run,
-                        created=flight.started_at,
-                        reason=flight.reason,
+                # The move-time eligibility check is a read: it runs while `planned` is being
+                # written and the pre hook asked, instead of after them (a few ms saved on a
+                # failover). Nothing is sent before `planned` is on disk and the hook agreed.
+                checks = None
+                if not flight.dry_run:
+                    checks = asyncio.ensure_future(
+                        self._eligible(flight.target, list(flight.blocks))
                     )
-                )
-                if flight.dry_run:
-                    await self._dry_run(flight)
+                try:
+                    go = await self._prepare(flight)
+                except BaseException:
+                    _discard(checks)
+                    raise
+                if not go:
+                    _discard(checks)
                     return
-                veto = await self._pre_hook(flight)
-                if veto is not None:
-                    await self._vetoed(flight, veto)
-                    return
-                await self._attempts(flight, list(flight.blocks))
+                await self._attempts(flight, list(flight.blocks), first_check=checks)
             else:
                 await self._resume(flight, list(follow), list(unknown), list(unsent))
             await self._finish(flight)
@@ -732,6 +729,29 @@ class Supervisor:
         finally:
             self._flights.pop(flight.move_id, None)
             self._wake.set()
+
+    async def _prepare(self, flight: _Flight) -> bool:
+        """Journal the move, then dry run or pre hook. False: the move ends here."""
+        await self._journal.create_move(
+            JournaledMove(
+                move_id=flight.move_id,
+                group=flight.group,
+                trigger=flight.trigger,
+                target=flight.target,
+                blocks=flight.blocks,
+                dry_run=flight.dry_run,
+                created=flight.started_at,
+                reason=flight.reason,
+            )
+        )
+        if flight.dry_run:
+            await self._dry_run(flight)
+            return False
+        veto = await self._pre_hook(flight)
+        if veto is not None:
+            await self._vetoed(flight, veto)
+            return False
+        return True
 
     async def _pre_hook(self, flight: _Flight) -> str | None:
         argv = self._policy.groups[flight.group].hooks.pre
@@ -813,7 +833,14 @@ class Supervisor:
                 raise result
         return refused
 
-    async def _attempts(self, flight: _Flight, pending: list[str], *, replan: bool = False) -> None:
+    async def _attempts(
+        self,
+        flight: _Flight,
+        pending: list[str],
+        *,
+        replan: bool = False,
+        first_check: asyncio.Future[dict[str, Eligibility]] | None = None,
+    ) -> None:
         """Move `pending` to flight.target; what fails goes to the next candidate."""
         first = not replan
         local: dict[tuple[str, str], Eligibility] = {}
@@ -827,7 +854,11 @@ class Supervisor:
                     await self._journal.step(flight.move_id, block, target, "planned", at=now)
             first = False
             flight.phase = "eligibility"
-            refused = await self._eligible(target, pending)
+            if first_check is not None:
+                refused = await first_check  # started with the move, for these blocks
+                first_check = None
+            else:
+                refused = await self._eligible(target, pending)
             if refused:
                 for block, verdict in refused.items():
                     self._eligibility[(target, block)] = verdict
@@ -1411,6 +1442,14 @@ class Supervisor:
 
 def _block(text: str) -> Block:
     return ipaddress.ip_network(text, strict=False)
+
+
+def _discard(future: asyncio.Future[Any] | None) -> None:
+    """Cancel a result no longer wanted, and keep its error (if any) from being reported."""
+    if future is None:
+        return
+    future.cancel()
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
 
 def _fold(reason: str) -> str:
