@@ -1,6 +1,6 @@
 """Failover latency: from the failed check that declares a primary down to its move's POST.
 
-    .venv/bin/python benchmarks/failover_latency.py [--groups 100] [--interval 1.0]
+    .venv/bin/python benchmarks/failover_latency.py [--groups 100] [--interval 0.5] [--isolated 20]
 
 N groups (one primary, one standby, one block each) on the OVH API simulator with zero
 task duration and no added latency, checked by the real HealthMonitor (HTTP checks against

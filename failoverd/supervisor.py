@@ -1198,8 +1198,15 @@ class Supervisor:
         self._spawn(self._refresh_after_move(group, flight), f"routing after {flight.move_id}")
 
     async def _refresh_after_move(self, group: GroupPolicy | None, flight: _Flight) -> None:
+        """Re-read the group's routing after a move, except what the move just verified.
+
+        A verified block's ``routedTo`` was read a moment ago (by ``wait_for_move``); asking
+        again would spend the request budget (60/min) for nothing.
+        """
         blocks = [block_str(b) for b in group.blocks] if group is not None else list(flight.blocks)
-        await self._read_routing(blocks)
+        unverified = [b for b in blocks if b not in flight.moved]
+        if unverified:
+            await self._read_routing(unverified)
 
     def _release(self, group: str, *, retry_after: float) -> None:
         """Clear `moving` without the cooldown of a real move (nothing was moved)."""
