@@ -243,7 +243,7 @@ def haproxy_config(
     tmo = int(timeout * 1000)
     lines = [
         "global",
-        f"    maxconn {targets * 2 + 1000}",
+        "    maxconn 1000",  # checks are not connections; their sockets come on top
         "    nbthread 1",
         "defaults",
         "    mode tcp",
@@ -303,7 +303,7 @@ def run_haproxy(
                 targets, listener.ports, args.interval, args.timeout, Path(tmp) / "idle.sock"
             )
         )
-        cmd = [exe, "-db", "-q", "-f", str(cfg)]
+        cmd = [exe, "-db", "-f", str(cfg)]
         if args.cpu is not None:
             cmd = ["taskset", "-c", str(args.cpu), *cmd]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
