@@ -171,7 +171,8 @@ async def run_checker(args: argparse.Namespace) -> dict[str, Any]:
             if not result.ok:
                 reasons[result.reason] += 1
 
-    monitor = HealthMonitor(policy, Metrics(CollectorRegistry()), observer=observe)
+    recorder = None if args.no_metrics else Metrics(CollectorRegistry())
+    monitor = HealthMonitor(policy, recorder, observer=observe)
     loop = asyncio.get_running_loop()
     await monitor.start()
     # Pacing of the benchmark itself, not a synchronisation. The warm-up absorbs the
@@ -224,6 +225,7 @@ def run_worker(args: argparse.Namespace, targets: int, ports: list[int]) -> dict
         str(args.timeout),
         "--warmup",
         str(args.warmup),
+        *(["--no-metrics"] if args.no_metrics else []),
         "--connect",
         ",".join(map(str, ports)),
     ]
@@ -346,6 +348,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per size")
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=0.5)
+    ap.add_argument(
+        "--no-metrics", action="store_true", help="no Recorder: the cost of the checks alone"
+    )
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     ap.add_argument("--ports", type=int, default=64, help="listening ports serving the targets")
     ap.add_argument("--cpu", type=int, default=None, help="core for the checker (default: first)")
