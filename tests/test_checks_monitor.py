@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from failoverd.checks import (
     HealthMonitor,
     Prober,
+    TcpJob,
     Timers,
     check_keys,
     check_phase,
@@ -362,3 +363,52 @@ async def test_timers_collect_finished_work_before_expiring() -> None:
     with pytest.raises(TimeoutError):
         await really_late
     timers.close()
+
+
+async def test_tcp_rounds_report_every_outcome(
+    refused_port: int, blackhole_tcp: int, hanging_tcp: int, monitors: list[HealthMonitor]
+) -> None:
+    # TCP checks to addresses run on the callback path (TcpRounds), hostnames on tasks:
+    # both must report the same reasons.
+    timing = CheckTiming(interval=0.3, timeout=0.1, fall=1, rise=1)
+    policy = make_policy(
+        {
+            "refused": (TcpCheck("127.0.0.1", refused_port, timing),),
+            "silent": (TcpCheck("127.0.0.1", blackhole_tcp, timing),),
+            "open": (TcpCheck("127.0.0.1", hanging_tcp, timing),),
+            "by-name": (TcpCheck("localhost", hanging_tcp, timing),),
+        }
+    )
+    results: dict[str, CheckResult] = {}
+    done = asyncio.Event()
+
+    def observe(server: str, result: CheckResult, lag: float) -> None:
+        results.setdefault(server, result)
+        if len(results) == len(policy.servers):
+            done.set()
+
+    monitor = HealthMonitor(policy, observer=observe)
+    monitors.append(monitor)
+    await monitor.start()
+    assert isinstance(monitor._entries["open"].tasks[(policy.servers["open"].checks[0], 0)], TcpJob)
+    assert isinstance(
+        monitor._entries["by-name"].tasks[(policy.servers["by-name"].checks[0], 0)], asyncio.Task
+    )
+    await asyncio.wait_for(done.wait(), 5)
+    assert {n: (r.ok, r.reason) for n, r in results.items()} == {
+        "refused": (False, "connection refused"),
+        "silent": (False, "timeout after 0.1s"),
+        "open": (True, "ok"),
+        "by-name": (True, "ok"),
+    }
+    assert 0.1 <= results["silent"].duration < 0.3
+    health = monitor.current()
+    assert health["refused"].health is Health.DOWN
+    assert health["open"].health is Health.UP
+
+    # A reload that drops a TCP check stops its rounds; nothing is left after stop.
+    monitor.apply_policy(make_policy({"open": policy.servers["open"].checks}))
+    assert monitor.task_count() == 1
+    assert set(monitor.current()) == {"open"}
+    await monitor.stop()
+    assert monitor.task_count() == 0
