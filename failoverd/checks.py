@@ -24,12 +24,14 @@ Three parts, from the wire up:
     first failed round, which is what the mass-failure guard needs before any verdict.
 
 ``HealthMonitor``
-    Implements ``ports.HealthSource``. One long-lived task per check runs rounds on the
-    event loop's clock at absolute deadlines ``phase + k * interval``; the phase is a
-    stable hash of server and check, so rounds are spread over the interval (no thundering
-    herd) and do not drift. A round never overlaps itself (the next one waits for the
-    previous probe, which its timeout bounds; missed slots are skipped, not bunched), and
-    a slow check never delays another (every check has its own task).
+    Implements ``ports.HealthSource``. Every check runs rounds on the event loop's clock
+    at absolute deadlines ``phase + k * interval``; the phase is a stable hash of server
+    and check, so rounds are spread over the interval (no thundering herd) and do not
+    drift. A round never overlaps itself (the next one waits for the previous probe, which
+    its timeout bounds; missed slots are skipped, not bunched), and a slow check never
+    delays another. Most checks are a long-lived task each; TCP checks to an address —
+    the kind that scales to thousands — run as plain callbacks in ``TcpRounds`` (same
+    semantics, a fraction of the cost, nothing for the garbage collector to promote).
 """
 
 from __future__ import annotations
