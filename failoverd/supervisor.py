@@ -651,7 +651,12 @@ class Supervisor:
         group = self._policy.groups[action.group]
         source, _ = core.holder(group, obs.routing)
         self._state = core.move_started(
-            self._state, action.group, move_id, obs.now, target=action.target
+            self._state,
+            action.group,
+            move_id,
+            obs.now,
+            target=action.target,
+            trigger=action.trigger,
         )
         flight = _Flight(
             move_id=move_id,
@@ -908,7 +913,12 @@ class Supervisor:
             )
             flight.target = nxt
             self._state = core.move_started(
-                self._state, flight.group, flight.move_id, self._wall(), target=nxt
+                self._state,
+                flight.group,
+                flight.move_id,
+                self._wall(),
+                target=nxt,
+                trigger=flight.trigger,
             )
 
     def _next_candidate(
@@ -1312,7 +1322,7 @@ class Supervisor:
             self._flights[move.move_id] = flight
             if move.group in self._state.groups:
                 self._state = core.move_started(
-                    self._state, move.group, move.move_id, now, target=target
+                    self._state, move.group, move.move_id, now, target=target, trigger=move.trigger
                 )
             log.warning(
                 "journal replay",

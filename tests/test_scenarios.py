@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from failoverd.model import Health
-from failoverd.policy import FailbackPolicy
+from failoverd.policy import FailbackPolicy, GuardsPolicy, MassFailure, MaxFailovers
 from failoverd.sim.inventory import Fault
 from tests.engine_world import Grp, Srv, World, make_world
 
@@ -247,3 +247,54 @@ async def test_failback_auto_returns_after_the_hold_time_manual_stays(
     assert triggers == ["auto", "failback"]
     view = {g.name: g for g in w.supervisor.snapshot().groups}
     assert view["manual"].reason == "manual on standby s2 (up); failback is manual"
+
+
+def _guard(w: World, name: str) -> str | None:
+    """The reason of guard `name` when it is active, else None."""
+    views = [g for g in w.supervisor.snapshot().guards if g.name == name and g.active]
+    return views[0].reason if views else None
+
+
+async def test_an_automatic_move_in_flight_counts_for_max_failovers(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    # The window learns of a failover when it ends; until then the move in flight must count,
+    # or a second primary falling during a long task would be moved past the limit.
+    servers = [Srv(n) for n in ("p1", "p2", "s1", "s2", "x1", "x2")]
+    groups = [
+        Grp("g1", "p1", ("s1",), ("203.0.113.8/29",)),
+        Grp("g2", "p2", ("s2",), ("203.0.113.16/29",)),
+    ]
+    guards = GuardsPolicy(
+        max_parallel_moves=4,
+        max_failovers=MaxFailovers(count=1, window=3600.0),
+        mass_failure=MassFailure(fraction=0.9, min_servers=5),
+    )
+    slow = {"task_durations": {"init": 0.0, "todo": 0.0, "doing": 4.0}}
+    w = await make_world(
+        tmp_path, http_server_factory, servers, groups, guards=guards, inventory_extra=slow
+    )
+    worlds.append(w)
+    await w.settled()
+
+    w.kill("p1")
+    await w.until(
+        lambda: _guard(w, "max_failovers") is not None or w.routing("203.0.113.8/29") == "s1"
+    )
+    assert not w.idle(), "the move of g1 ended before the check: the test proves nothing"
+    assert _guard(w, "max_failovers") == (
+        "max failovers: 0 automatic failovers in the last 1h and 1 under way (limit 1); "
+        "automatic moves frozen"
+    )
+
+    w.kill("p2")
+    blocked = "failoverd_failovers_blocked_total"
+    await w.until(
+        lambda: (
+            w.metric(blocked, group="g2", reason="guard") >= 1 or bool(w.moves("203.0.113.16/29"))
+        )
+    )
+    assert not w.idle()
+    assert w.moves("203.0.113.16/29") == []
+    await w.until(lambda: w.routing("203.0.113.8/29") == "s1" and w.idle())
+    assert w.routing("203.0.113.16/29") == "p2"

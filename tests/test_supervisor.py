@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Any
 import pytest
 
 from failoverd.errors import MoveRefused, UnknownGroup
-from failoverd.model import GroupStatus
-from failoverd.policy import HooksPolicy
+from failoverd.model import GroupStatus, JournaledMove
+from failoverd.policy import GuardsPolicy, HooksPolicy, MassFailure, MaxFailovers
 from failoverd.sim.inventory import Fault
 from failoverd.supervisor import Supervisor
 from tests.engine_world import Grp, Srv, World, make_world
@@ -324,3 +325,46 @@ async def test_a_manual_dry_run_rehearses_without_holding_back_a_real_failover(
     assert w.moves() == []
     w.kill("ns1")  # a real failure right after the rehearsal is handled at once
     await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
+
+
+async def test_an_automatic_move_followed_after_a_restart_counts_for_max_failovers(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    guards = GuardsPolicy(
+        max_parallel_moves=4,
+        max_failovers=MaxFailovers(count=1, window=3600.0),
+        mass_failure=MassFailure(fraction=0.5, min_servers=3),
+    )
+    slow = {"task_durations": {"init": 0.0, "todo": 0.0, "doing": 4.0}}
+    w = await make_world(
+        tmp_path,
+        http_server_factory,
+        SERVERS,
+        [Grp("web", "ns1", ("ns2",), (B1,))],
+        start=False,
+        guards=guards,
+        inventory_extra=slow,
+    )
+    worlds.append(w)
+    # The last run submitted an automatic move and died; its task is still running at OVH.
+    state = w.sim.state
+    task = state.submit(state.block(B1), state.dedicated("ns2"), "dedicated", "ipMove")
+    now = time.time()
+    move = JournaledMove("m-1", "web", "auto", "ns2", (B1,), False, now, "primary ns1 down")
+    await w.journal.create_move(move)
+    await w.journal.step(
+        "m-1", B1, "ns2", "submitted", at=now, task_id=task.task_id, via="dedicated"
+    )
+
+    await w.start_supervisor()
+    await w.until(lambda: not w.idle(), what="the journaled move followed")
+    await w.until(lambda: w.supervisor.state.guards.get("max_failovers") is not None or w.idle())
+    assert not w.idle(), "the replayed move ended before the check: the test proves nothing"
+    assert w.supervisor.state.guards["max_failovers"] == (
+        "max failovers: 0 automatic failovers in the last 1h and 1 under way (limit 1); "
+        "automatic moves frozen"
+    )
+    await w.until(lambda: w.routing(B1) == "ns2" and w.idle())
+    (done,) = await w.journal.moves("web")
+    assert done.result == "success"
+    assert len(w.moves(B1)) == 1, "followed, never submitted again"
