@@ -19,6 +19,7 @@ from typing import TextIO
 
 from failoverd.config import load_policy
 from failoverd.errors import ConfigError, FailoverdError, OvhTransientError
+from failoverd.logs import configure_logging, reset_logging
 from failoverd.policy import Policy
 from failoverd.preflight import PreflightReport, run_preflight
 
@@ -35,6 +36,16 @@ def main(config: Path, *, online: bool) -> int:
     print(summary(policy, config))
     if not online:
         return EX_OK
+    # Unconfigured, structlog prints the adapter's retries on stdout, into the report;
+    # the failure they lead to is the one line on stderr below.
+    configure_logging("console", "warning", stream=sys.stderr)
+    try:
+        return _online(policy)
+    finally:
+        reset_logging()
+
+
+def _online(policy: Policy) -> int:
     try:
         report = asyncio.run(_preflight(policy))
     except OvhTransientError as exc:
