@@ -124,6 +124,7 @@ class _Flight:
     source: str | None  # the holder when the move started
     routing_at_start: Mapping[str, str | None]
     detect_since: float | None = None  # loop time the holder's first failed round ended (auto)
+    force: bool = False  # an operator's forced move: its retries are forced too
     phase: str = "planned"
     sent: bool = False  # at least one POST went out (or may have)
     task: asyncio.Task[None] | None = None
@@ -671,6 +672,7 @@ class Supervisor:
             source=source,
             routing_at_start=MappingProxyType(dict(obs.routing)),
             detect_since=detect_since,
+            force=action.force,
         )
         self._flights[move_id] = flight
         log.info(
@@ -849,14 +851,18 @@ class Supervisor:
         """Move `pending` to flight.target; what fails goes to the next candidate."""
         first = not replan
         local: dict[tuple[str, str], Eligibility] = {}
-        tried: set[str] = set()
+        tried: list[str] = []  # in order: the latest one is where the blocks left just failed
+        planned: str | None = None  # the core's sentence for a retry, journaled with its plan
         while pending:
             target = flight.target
-            tried.add(target)
+            if target not in tried:
+                tried.append(target)
             now = self._wall()
             if not first:
                 for block in pending:
-                    await self._journal.step(flight.move_id, block, target, "planned", at=now)
+                    await self._journal.step(
+                        flight.move_id, block, target, "planned", at=now, reason=planned
+                    )
             first = False
             flight.phase = "eligibility"
             if first_check is not None:
@@ -900,16 +906,16 @@ class Supervisor:
                 pending = retry
             if not pending or flight.trigger == "failback" or self._stopping:
                 break
-            nxt = self._next_candidate(flight, pending, local, tried)
-            if nxt is None:
+            plan = self._next_candidate(flight, pending, local, tried)
+            if plan is None:
                 break
+            nxt, planned = plan.target, plan.reason
             log.info(
                 "trying next candidate",
                 group=flight.group,
                 server=nxt,
                 move_id=flight.move_id,
-                reason=f"{len(pending)} block(s) of {flight.group} did not move to {target}; "
-                f"trying {nxt}",
+                reason=planned,
             )
             flight.target = nxt
             self._state = core.move_started(
@@ -926,34 +932,48 @@ class Supervisor:
         flight: _Flight,
         pending: list[str],
         local: Mapping[tuple[str, str], Eligibility],
-        tried: set[str],
-    ) -> str | None:
-        """The core's next choice for the blocks left, with what failed known as ineligible."""
+        tried: list[str],
+    ) -> StartMove | None:
+        """The core's next choice for the blocks left (SPEC §5.4, partial failover).
+
+        Only those blocks need a home (the ones already moved stay where they are), targets
+        already tried are skipped, and what failed is known as ineligible.
+        """
+        group = self._policy.groups.get(flight.group)
+        if group is None:  # removed by a reload while the move ran
+            return None
         # The routing the move started from (after a restart: the latest known).
         routing = dict(flight.routing_at_start) or dict(self._routing)
         obs = self._observe(routing)
         obs = replace(obs, eligibility=MappingProxyType({**obs.eligibility, **local}))
         gs = self._state.groups.get(flight.group) or GroupState()
+        # The flight's own target is not held against capacity while choosing its next one.
         state = replace(
             self._state,
             groups=MappingProxyType(
                 {**self._state.groups, flight.group: replace(gs, moving=None, moving_to=None)}
             ),
         )
-        plan = core.plan_manual_move(
-            state, obs, self._policy, flight.group, to=None, force=True, dry_run=False
+        plan = core.plan_retry(
+            state,
+            obs,
+            self._policy,
+            flight.group,
+            source=flight.source or core.holder(group, routing)[0],
+            blocks=pending,
+            tried=tried,
+            trigger=flight.trigger,
+            force=flight.force,
         )
-        if isinstance(plan, Refusal):
+        if isinstance(plan, Blocked):
             log.warning(
                 "no other candidate",
                 group=flight.group,
                 move_id=flight.move_id,
-                reason=plan.reason,
+                reason=plan.message,
             )
             return None
-        if plan.target in tried:
-            return None
-        return plan.target
+        return plan
 
     async def _move_block(
         self, flight: _Flight, block: str, target: str, deadline: float

@@ -298,3 +298,51 @@ async def test_an_automatic_move_in_flight_counts_for_max_failovers(
     assert w.moves("203.0.113.16/29") == []
     await w.until(lambda: w.routing("203.0.113.8/29") == "s1" and w.idle())
     assert w.routing("203.0.113.16/29") == "p2"
+
+
+async def test_a_failed_block_goes_to_a_standby_that_only_needs_to_take_that_block(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    # ns3 cannot take B1, but B1 stays on ns2 where it moved: only B2, whose task failed on
+    # ns2, needs a home, and ns3 can take B2.
+    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
+    w = await make_world(
+        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
+    )
+    worlds.append(w)
+    w.sim.state.add_fault(
+        Fault(
+            kind="error",
+            status=400,
+            route="/dedicated/server/ns3/ipCanBeMovedTo*",
+            block=B1,
+            message="ns3 cannot receive this block",
+        )
+    )
+    w.sim.state.add_fault(
+        Fault(kind="task", block=B2, count=1, task_status="ovhError", comment="router unreachable")
+    )
+    await w.settled()
+    assert w.supervisor.snapshot().groups[0].eligible == {"ns2": True, "ns3": False}
+
+    w.kill("ns1")
+    await w.until(lambda: bool(w.moves(B2)) and w.idle())
+
+    assert (w.routing(B1), w.routing(B2)) == ("ns2", "ns3")
+    assert [(m["block"], m["to"]) for m in w.moves(B2)] == [(B2, "ns2"), (B2, "ns3")]
+    assert [(m["block"], m["to"]) for m in w.moves(B1)] == [(B1, "ns2")]
+    (move,) = await w.journal.moves("web")
+    assert move.result == "partial"
+    story = [(s.block, s.target, s.step, s.reason) for s in await w.journal.all_steps(move.move_id)]
+    steps = [(b, t, step) for b, t, step, _ in story]
+    assert (B1, "ns2", "verified") in steps
+    assert (B1, "ns3", "planned") not in steps  # B1 is not moved again
+    assert steps.index((B2, "ns2", "failed")) < steps.index((B2, "ns3", "planned"))
+    assert steps.index((B2, "ns3", "planned")) < steps.index((B2, "ns3", "verified"))
+    (replanned,) = [r for b, t, step, r in story if (b, t, step) == (B2, "ns3", "planned")]
+    assert replanned == f"ns2 did not take {B2}; moving 1 block to ns3"
+    assert move.reason is not None
+    history = await w.supervisor.history("web", 50)
+    (finish,) = [e for e in history if e.kind == "move" and e.details.get("result") == "partial"]
+    assert f"({B1} to ns2, {B2} to ns3)" in finish.message
+    assert f"{B2} failed on ns2: " in finish.message
