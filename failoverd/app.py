@@ -189,6 +189,9 @@ class Daemon:
     ) -> None:
         self.config = config
         self.policy = policy
+        # What the process started with: listen, state_dir and the OVH client's settings
+        # stay as they were then, whatever later reloads say.
+        self.started_with = policy
         self.notifier = notifier
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.wall = wall
@@ -428,7 +431,7 @@ class Daemon:
             await self._journal_reload(False, f"reload refused: {len(exc.problems)} problem(s)")
             self.notifier.ready("reload refused; running the previous policy")
             return False
-        self._warn_restart_only(self.policy, new)
+        self._warn_restart_only(self.started_with, new)
         try:
             if self.health_monitor is not None:
                 self.health_monitor.apply_policy(new)
@@ -472,17 +475,8 @@ class Daemon:
             log.warning("could not journal the reload", reason=str(exc))
 
     @staticmethod
-    def _warn_restart_only(old: Policy, new: Policy) -> None:
-        changed = []
-        if (old.daemon.listen_host, old.daemon.listen_port) != (
-            new.daemon.listen_host,
-            new.daemon.listen_port,
-        ):
-            changed.append("daemon.listen")
-        if old.daemon.state_dir != new.daemon.state_dir:
-            changed.append("daemon.state_dir")
-        if old.api != new.api:
-            changed.append("api")
+    def _warn_restart_only(running: Policy, new: Policy) -> None:
+        changed = restart_only_changes(running, new)
         if changed:
             log.warning(
                 "some settings only take effect on restart",
@@ -493,6 +487,26 @@ class Daemon:
         p = self.policy
         mode = " (dry run)" if p.daemon.dry_run else ""
         return f"watching {len(p.groups)} groups, {len(p.servers)} servers on {url}{mode}"
+
+
+def restart_only_changes(running: Policy, new: Policy) -> list[str]:
+    """Keys of `new` that differ from what the process runs with and need a restart.
+
+    `running` is the policy the process started with: the listener, the state directory
+    and the OVH client are built once. (``api.move_timeout`` is read per move: it reloads.)
+    """
+    changed = []
+    if (running.daemon.listen_host, running.daemon.listen_port) != (
+        new.daemon.listen_host,
+        new.daemon.listen_port,
+    ):
+        changed.append("daemon.listen")
+    if running.daemon.state_dir != new.daemon.state_dir:
+        changed.append("daemon.state_dir")
+    for key in ("endpoint", "config_file", "timeout", "requests_per_minute"):
+        if getattr(running.api, key) != getattr(new.api, key):
+            changed.append(f"api.{key}")
+    return changed
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from failoverd import app
 from failoverd.app import Daemon, UnavailableApi, read_admin_token
+from failoverd.config import load_policy
 from failoverd.errors import OvhAuthError
 from failoverd.logs import configure_logging, reset_logging
+from failoverd.metrics import Metrics
 from failoverd.policy import ApiPolicy, DaemonPolicy, GuardsPolicy, Policy
 from failoverd.sdnotify import Notifier
 
@@ -225,3 +228,39 @@ async def test_shutdown_is_bounded_even_when_parts_hang(log_lines: io.StringIO) 
     text = log_lines.getvalue()
     assert "supervisor did not stop in time; cancelling it" in text
     assert "closing the OVH client failed" in text
+
+
+async def test_restart_only_warning_compares_with_what_runs(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    """listen/state_dir/api are read at start: a reload that changes them says so, and a
+    later reload that puts them back to what actually runs does not (nor a live key)."""
+    config = tmp_path / "failoverd.yaml"
+    base = (
+        "api: {endpoint: 'http://127.0.0.1:1/1.0', move_timeout: 5m}\n"
+        f"daemon: {{listen: '127.0.0.1:9877', state_dir: '{tmp_path}'}}\n"
+        "guards: {canaries: []}\n"
+        "servers: {a: {check: {tcp: '127.0.0.1:1'}}, b: {check: {tcp: '127.0.0.1:2'}}}\n"
+        "groups: {g: {primary: a, standbys: [b], blocks: [192.0.2.8/29]}}\n"
+    )
+    config.write_text(base)
+    daemon = Daemon(config, load_policy(config), Notifier(None), environ={})
+    daemon.metrics = Metrics(CollectorRegistry())
+
+    def warnings() -> list[str]:
+        lines = [json.loads(x) for x in log_lines.getvalue().splitlines()]
+        log_lines.truncate(0)
+        log_lines.seek(0)
+        return [
+            r["reason"] for r in lines if r["event"] == "some settings only take effect on restart"
+        ]
+
+    config.write_text(base.replace("9877", "9878").replace("5m", "6m"))
+    assert await daemon.reload()
+    assert warnings() == ["daemon.listen changed; restart failoverd to apply"]
+    config.write_text(base.replace("5m", "6m"))  # back to the address the daemon listens on
+    assert await daemon.reload()
+    assert warnings() == []
+    config.write_text(base.replace("127.0.0.1:1/", "127.0.0.1:2/"))
+    assert await daemon.reload()
+    assert warnings() == ["api.endpoint changed; restart failoverd to apply"]
