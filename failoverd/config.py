@@ -715,7 +715,7 @@ class _Reader:
         rpm: int | None = base.requests_per_minute
         if (e := m.get("requests_per_minute")) is not None:
             rpm = self.integer(e.value, m.sub("requests_per_minute"), minimum=1)
-        if timeout is None or move_timeout is None or rpm is None or not ok:
+        if timeout is None or move_timeout is None:
             return None
         if move_timeout <= timeout:
             where = m.get("move_timeout") or m.get("timeout")
@@ -725,6 +725,8 @@ class _Reader:
                 f"move_timeout ({format_duration(move_timeout)}) must be longer than "
                 f"timeout ({format_duration(timeout)}), the limit of one request",
             )
+            return None
+        if rpm is None or not ok:
             return None
         return ApiPolicy(
             endpoint=endpoint,
@@ -861,9 +863,8 @@ class _Reader:
         if (e := m.get("check")) is not None:
             cm = self.mapping(e.value, m.sub("check"), e.line, TIMING_KEYS)
             if cm is not None:
-                read = self.read_timing(cm, timing)
-                if read is not None:
-                    timing, set_here = read
+                timing, set_here, bad = self.read_timing(cm, timing)
+                if not bad & {"interval", "timeout"}:
                     self.check_timing(cm, timing, set_here)
         if (e := m.get("cooldown")) is not None:
             value = self.duration(e.value, m.sub("cooldown"), positive=False)
@@ -873,30 +874,32 @@ class _Reader:
             failback = fb if fb is not None else failback
         return timing, cooldown, failback
 
-    def read_timing(self, m: _Map, base: CheckTiming) -> tuple[CheckTiming, set[str]] | None:
+    def read_timing(self, m: _Map, base: CheckTiming) -> tuple[CheckTiming, set[str], set[str]]:
+        """`base` with the valid keys of `m` over it, the keys set, and the invalid ones
+        (noted). The caller goes on: an invalid `fall` must not hide a bad target."""
         values: dict[str, float | int] = {}
-        ok = True
+        bad: set[str] = set()
         for key in ("interval", "timeout"):
             if (e := m.get(key)) is not None:
                 d = self.duration(e.value, m.sub(key), positive=True)
-                ok &= d is not None
-                if d is not None:
+                if d is None:
+                    bad.add(key)
+                else:
                     values[key] = d
         for key in ("fall", "rise"):
             if (e := m.get(key)) is not None:
                 n = self.integer(e.value, m.sub(key), minimum=1)
-                ok &= n is not None
-                if n is not None:
+                if n is None:
+                    bad.add(key)
+                else:
                     values[key] = n
-        if not ok:
-            return None
         timing = CheckTiming(
             interval=float(values.get("interval", base.interval)),
             timeout=float(values.get("timeout", base.timeout)),
             fall=int(values.get("fall", base.fall)),
             rise=int(values.get("rise", base.rise)),
         )
-        return timing, set(values)
+        return timing, set(values), bad
 
     def check_timing(self, m: _Map, timing: CheckTiming, set_here: set[str]) -> bool:
         if timing.timeout < timing.interval:
@@ -1032,11 +1035,10 @@ class _Reader:
                 if (e := m.get(key)) is not None:
                     self.add(e.key_node, m.sub(key), f"{key} only applies to http checks")
                     ok = False
-        read = self.read_timing(m, base)
-        if read is None:
-            return None
-        timing, set_here = read
-        ok &= self.check_timing(m, timing, set_here)
+        timing, set_here, bad = self.read_timing(m, base)
+        ok &= not bad
+        if not bad & {"interval", "timeout"}:
+            ok &= self.check_timing(m, timing, set_here)
         target = m.get(kind)
         assert target is not None
         tpath = m.sub(kind)
