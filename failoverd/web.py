@@ -40,6 +40,13 @@ log = structlog.get_logger("failoverd.web")
 
 MAX_BODY = 64 * 1024  # admin bodies are a few fields; anything larger is not for us
 BODY_TIMEOUT = 10.0  # seconds to receive a body: a slow client cannot hold a handler
+# aiohttp has no header-read timeout; its keep-alive timer (default an hour) also closes a
+# connection whose request line and headers have not all arrived. Scrapers reconnect.
+IDLE_TIMEOUT = 15.0
+# Connections held at once. Every one is a file descriptor of the daemon, which its checks
+# need too: past this, new connections get a 503 and are closed. Prometheus, an agent
+# and a few operators need a handful.
+MAX_CONNECTIONS = 64
 MAX_HISTORY = 1000
 DEFAULT_HISTORY = 50
 
@@ -293,14 +300,57 @@ class ClientGarbageFilter(logging.Filter):
 _GARBAGE_FILTER = ClientGarbageFilter()
 
 
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: 29\r\n\r\n"
+    b'{"error":"too many clients"}\n'
+)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: a 503, then closed, without reading the request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_TOO_MANY)
+        transport.close()
+
+
 class WebServer:
     """The HTTP API listening on host:port inside the running loop."""
 
-    def __init__(self, api: HttpApi, host: str, port: int) -> None:
+    def __init__(
+        self,
+        api: HttpApi,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.api = api
         self.host = host
         self.port = port
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._full = False  # logged once per episode, not once per refused connection
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        assert self._runner is not None
+        assert self._runner.server is not None
+        server = self._runner.server
+        if len(server.connections) >= self.max_connections:
+            if not self._full:
+                self._full = True
+                log.warning(
+                    "HTTP API connection limit reached; refusing new connections",
+                    limit=self.max_connections,
+                )
+            return _Refused()
+        self._full = False
+        return server()
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
@@ -310,24 +360,28 @@ class WebServer:
             access_log=None,  # one line per scrape is noise; decisions are what we log
             handle_signals=False,  # signals belong to the daemon's main loop
             shutdown_timeout=2.0,
+            keepalive_timeout=self.idle_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        self._runner = runner
         try:
-            await site.start()
+            # Our own listener (not a TCPSite) so that each connection passes the cap.
+            self._server = await asyncio.get_running_loop().create_server(
+                self._protocol, self.host, self.port, reuse_address=True
+            )
         except OSError as exc:
-            await runner.cleanup()
+            await self.stop()
             # asyncio rewords strerror ("error while attempting to bind..."): use errno's.
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise FailoverdError(f"cannot listen on {self.host}:{self.port}: {why}") from exc
-        self._runner = runner
-        server = site._server  # aiohttp exposes the bound sockets only here
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        if self._server.sockets:
+            self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()  # stop accepting; the runner then closes the connections
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -273,3 +273,64 @@ async def test_a_slow_body_is_cut_off_and_does_not_block_others() -> None:
     finally:
         await server.stop()
     assert engine.moves == 0
+
+
+def _server(**kwargs: Any) -> WebServer:
+    engine = FakeEngine()
+    metrics = Metrics(CollectorRegistry(), engine.snapshot)
+    api = HttpApi(engine, metrics.render, token=TOKEN, healthy=lambda: (True, "ok"))
+    return WebServer(api, "127.0.0.1", 0, **kwargs)
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, close: bool) -> bytes:
+    """One GET /healthz on a raw connection; its status line."""
+    connection = b"close" if close else b"keep-alive"
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: " + connection + b"\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.lower().splitlines()
+        if line.startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return head.splitlines()[0]
+
+
+async def test_unfinished_headers_are_cut_off() -> None:
+    # aiohttp itself has no header-read timeout: a client that never finishes its request
+    # would hold a connection (a file descriptor the checks need) for its hour of keep-alive.
+    server = _server(idle_timeout=0.3)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line, ever
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed by the server
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_connections_beyond_the_cap_are_refused_and_others_served_again() -> None:
+    server = _server(max_connections=3)
+    await server.start()
+    try:
+        # Three keep-alive clients, each served once: the server holds their connections.
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+        for reader, writer in idle:
+            assert await _get(reader, writer, close=False) == b"HTTP/1.1 200 OK"
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert answer.endswith(b'{"error":"too many clients"}\n')
+        writer.close()
+        # One client leaves (the server closes it, so it is gone before we read the EOF):
+        # the next one is served.
+        reader, writer = idle.pop()
+        assert await _get(reader, writer, close=True) == b"HTTP/1.1 200 OK"
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""
+        assert (await call("GET", server.url + "/healthz"))[0] == 200
+        for _, w in idle:
+            w.close()
+    finally:
+        await server.stop()
