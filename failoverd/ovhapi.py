@@ -106,6 +106,9 @@ PENDING_STATES = (TaskState.INIT, TaskState.TODO, TaskState.DOING)
 
 QUERY_ID_HEADER = "X-Ovh-Queryid"
 
+# A refusal that speaks of (virtual) MACs: "vMAC", "MACs", "virtual MAC", not "machine".
+_ABOUT_VMACS = re.compile(r"\bv?macs?(?![a-z])", re.IGNORECASE)
+
 
 class Priority(IntEnum):
     """Order in the request queue: lower goes first."""
@@ -708,8 +711,7 @@ class OvhClient:
         return DeadlineExceeded(f"{what} not verified by its deadline ({seen}{extra})")
 
     def _explain_refusal(self, info: ServiceInfo, message: str) -> str:
-        lowered = message.lower()
-        if "mac" in lowered and not info.vmac_supported and info.name not in message:
+        if _ABOUT_VMACS.search(message) and not info.vmac_supported and info.name not in message:
             # OVH's words may not say which side lacks what: say it.
             return f"{message} ({info.name} does not support virtual MACs)"
         return message

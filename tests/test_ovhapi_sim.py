@@ -171,6 +171,32 @@ async def test_vmac_block_refused_on_a_server_without_vmac_support() -> None:
         await sim.close()
 
 
+async def test_only_a_refusal_about_vmacs_is_explained_as_one() -> None:
+    data = example_inventory_dict()
+    for server in data["servers"]:
+        if server["name"] == NS2:
+            server["vmac_supported"] = False
+    sim = await start_simulator(inventory_from_dict(data))
+    client = adapter(sim)
+    refusals = {
+        # "machine" is not about virtual MACs: OVH's words are the whole reason.
+        "The destination machine is being reinstalled": "The destination machine is being "
+        "reinstalled",
+        "This block has a vMAC assigned": f"This block has a vMAC assigned ({NS2} does not "
+        "support virtual MACs)",
+    }
+    try:
+        for said, reason in refusals.items():
+            sim.state.add_fault(
+                Fault(kind="error", status=400, route="*/ipCanBeMovedTo", message=said, count=1)
+            )
+            verdict = await client.can_move(BLOCK29, NS2)
+            assert (verdict.ok, verdict.reason) == (False, reason)
+    finally:
+        await client.close()
+        await sim.close()
+
+
 # --------------------------------------------------------------------------- moves
 
 
