@@ -784,9 +784,25 @@ def move_finished(
     result: MoveResult,
     now: float,
     cooldown: float,
+    dry_run: bool = False,
 ) -> EngineState:
-    """The move ended: cooldown starts whatever the result, so a failing move cannot loop."""
+    """The move ended: cooldown starts whatever the result, so a failing move cannot loop.
+
+    A dry run moved nothing, so it never counts for max_failovers. The daemon's own dry run
+    (``daemon.dry_run``: an automatic or failback move) still starts the cooldown, so the
+    daemon says what it would do once per cooldown instead of at every cycle; an operator's
+    rehearsal (manual) does not, so it cannot hold back a real failover afterwards.
+    """
     gs = state.groups.get(group) or GroupState()
+    if dry_run and trigger == "manual":
+        gs = replace(
+            gs,
+            moving=None,
+            moving_to=None,
+            moving_trigger=None,
+            reason=f"dry run of {group} done; nothing moved, no cooldown",
+        )
+        return _with_group(state, group, gs)
     gs = replace(
         gs,
         moving=None,
@@ -797,8 +813,48 @@ def move_finished(
         blocked=None,
         degraded=None,
     )
-    failovers = (*state.failovers, now) if trigger == "auto" else state.failovers
+    if dry_run:
+        gs = replace(
+            gs,
+            reason=f"dry run of {group} done; nothing moved; "
+            f"{group} in cooldown until {clock(now + cooldown)}",
+        )
+    counted = trigger == "auto" and not dry_run
+    failovers = (*state.failovers, now) if counted else state.failovers
     return replace(_with_group(state, group, gs), failovers=failovers)
+
+
+def move_abandoned(
+    state: EngineState, group: str, *, now: float, why: str, retry_after: float = 0.0
+) -> EngineState:
+    """The move ended with nothing sent to OVH (vetoed, refused before the POST, aborted).
+
+    No cooldown of a real move and nothing counted for max_failovers: the core may choose
+    again at once, or, with `retry_after`, not before that long (a veto asked again at the
+    next cycle would run the hook at every cycle). A group removed by a reload meanwhile is
+    not brought back.
+    """
+    gs = state.groups.get(group)
+    if gs is None:
+        return state
+    until = gs.cooldown_until
+    reason = f"move of {group} ended with nothing moved: {why}"
+    if retry_after > 0:
+        until = max(until, now + retry_after)
+        reason += f"; asked again at {clock(until)}"
+    gs = replace(
+        gs, moving=None, moving_to=None, moving_trigger=None, cooldown_until=until, reason=reason
+    )
+    return _with_group(state, group, gs)
+
+
+def move_vetoed(
+    state: EngineState, group: str, *, now: float, retry_after: float, veto: str
+) -> EngineState:
+    """The pre hook said no: nothing was sent; the group is asked again after `retry_after`."""
+    return move_abandoned(
+        state, group, now=now, why=f"pre hook vetoed it ({veto})", retry_after=retry_after
+    )
 
 
 def pause(

@@ -728,11 +728,11 @@ class Supervisor:
         except FailoverdError as exc:
             # The journal could not be written (or similar): stop here, never send blindly.
             log.error("move aborted", group=flight.group, move_id=flight.move_id, reason=str(exc))
-            self._release(flight.group, retry_after=VETO_RETRY)
+            self._release(flight.group, why=f"aborted: {exc}", retry_after=VETO_RETRY)
         except Exception:
             # A bug, not an expected failure: say so loudly, keep the daemon and the group alive.
             log.exception("move crashed", group=flight.group, move_id=flight.move_id)
-            self._release(flight.group, retry_after=VETO_RETRY)
+            self._release(flight.group, why="crashed (see the log)", retry_after=VETO_RETRY)
         finally:
             self._flights.pop(flight.move_id, None)
             self._wake.set()
@@ -781,7 +781,14 @@ class Supervisor:
             "blocked", message, at=now, group=flight.group, details={"reason": "veto"}
         )
         # Asked again later, not at once: the next cycle would otherwise run the hook again.
-        self._release(flight.group, retry_after=VETO_RETRY)
+        self._state = core.move_vetoed(
+            self._state,
+            flight.group,
+            now=now,
+            retry_after=self._retry_after(flight.group, VETO_RETRY),
+            veto=veto,
+        )
+        self._persist()
 
     async def _dry_run(self, flight: _Flight) -> None:
         flight.phase = "dry_run"
@@ -796,20 +803,19 @@ class Supervisor:
             log.info("dry run", group=flight.group, block=block, server=flight.target, reason=note)
         text = f"dry run: {flight.group} not moved ({flight.reason})"
         await self._journal.finish_move(flight.move_id, "dry_run", at=now, reason=text)
-        if flight.trigger == "manual":
-            # An operator's rehearsal: it must not hold back a real failover afterwards.
-            self._release(flight.group, retry_after=0.0)
-            return
         group = self._policy.groups.get(flight.group)
-        # daemon.dry_run: cooldown as for a real move, so the daemon says what it would do
-        # once per cooldown instead of at every cycle.
+        if group is None:  # removed by a reload meanwhile: nothing to cool down
+            return
+        # The core decides what a dry run costs: never a failover counted; a cooldown for
+        # the daemon's own dry run, none for an operator's rehearsal.
         self._state = core.move_finished(
             self._state,
             flight.group,
-            trigger="manual",  # not counted in the max_failovers window: nothing moved
+            trigger=flight.trigger,
             result="success",
             now=now,
-            cooldown=group.cooldown if group is not None else 0.0,
+            cooldown=group.cooldown,
+            dry_run=True,
         )
         self._persist()
 
@@ -1198,7 +1204,7 @@ class Supervisor:
             return
         if not flight.sent:
             # Nothing reached OVH: no cooldown, so the core may choose again (and say why not).
-            self._release(flight.group, retry_after=0.0)
+            self._release(flight.group, why="nothing reached OVH")
             log.warning("move not sent", group=flight.group, move_id=flight.move_id, reason=text)
             self._recorder.failover_done(flight.group, flight.trigger, result)
             return
@@ -1238,19 +1244,21 @@ class Supervisor:
         if unverified:
             await self._read_routing(unverified)
 
-    def _release(self, group: str, *, retry_after: float) -> None:
-        """Clear `moving` without the cooldown of a real move (nothing was moved)."""
-        gs = self._state.groups.get(group)
-        if gs is None:
-            return
-        cooldown_until = gs.cooldown_until
-        policy = self._policy.groups.get(group)
-        if retry_after > 0 and policy is not None:
-            cooldown_until = max(cooldown_until, self._wall() + min(retry_after, policy.cooldown))
-        groups = dict(self._state.groups)
-        groups[group] = replace(gs, moving=None, moving_to=None, cooldown_until=cooldown_until)
-        self._state = replace(self._state, groups=MappingProxyType(groups))
+    def _release(self, group: str, *, why: str, retry_after: float = 0.0) -> None:
+        """End a move that sent nothing, without the cooldown of a real move."""
+        self._state = core.move_abandoned(
+            self._state,
+            group,
+            now=self._wall(),
+            why=why,
+            retry_after=self._retry_after(group, retry_after),
+        )
         self._persist()
+
+    def _retry_after(self, group: str, wanted: float) -> float:
+        """`wanted`, but never longer than the group's own cooldown."""
+        policy = self._policy.groups.get(group)
+        return min(wanted, policy.cooldown) if policy is not None else 0.0
 
     def _hook_env(self, flight: _Flight, *, result: str | None) -> dict[str, str]:
         env = {

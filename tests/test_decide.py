@@ -32,8 +32,10 @@ from failoverd.decide import (
     eligible_standbys,
     holder,
     human_duration,
+    move_abandoned,
     move_finished,
     move_started,
+    move_vetoed,
     pause,
     plan_manual_move,
     plan_retry,
@@ -1116,6 +1118,94 @@ def test_move_finished_cooldown_always_and_budget_for_auto(
     assert s.groups["web"].cooldown_until == NOW + 900
     assert s.groups["web"].moving is None
     assert s.failovers == ((NOW,) if counted else ())
+
+
+@pytest.mark.parametrize(
+    ("trigger", "cooldown_until", "last_move_at", "sentence"),
+    [
+        # daemon.dry_run: a cooldown as for a real move, so it is said once per cooldown.
+        (
+            "auto",
+            NOW + 900,
+            NOW,
+            "dry run of web done; nothing moved; web in cooldown until 14:15:00Z",
+        ),
+        (
+            "failback",
+            NOW + 900,
+            NOW,
+            "dry run of web done; nothing moved; web in cooldown until 14:15:00Z",
+        ),
+        # An operator's rehearsal must not hold back a real failover afterwards.
+        ("manual", 0.0, None, "dry run of web done; nothing moved, no cooldown"),
+    ],
+)
+def test_a_dry_run_finished_is_never_counted_and_cools_down_unless_manual(
+    trigger: Any, cooldown_until: float, last_move_at: float | None, sentence: str
+) -> None:
+    s = move_started(state(), "web", "m-1", NOW - 5, target="ns2", trigger=trigger)
+    s = move_finished(
+        s, "web", trigger=trigger, result="success", now=NOW, cooldown=900, dry_run=True
+    )
+    web = s.groups["web"]
+    assert (web.moving, web.moving_to, web.moving_trigger) == (None, None, None)
+    assert (web.cooldown_until, web.last_move_at) == (cooldown_until, last_move_at)
+    assert web.reason == sentence
+    assert s.failovers == ()
+
+
+@pytest.mark.parametrize(
+    ("cooldown_until", "retry_after", "until", "sentence"),
+    [
+        (
+            0.0,
+            60.0,
+            NOW + 60,
+            "move of web ended with nothing moved: pre hook vetoed it (backup running); "
+            "asked again at 14:01:00Z",
+        ),
+        # A longer cooldown already running is kept, not shortened by the veto.
+        (
+            NOW + 300,
+            60.0,
+            NOW + 300,
+            "move of web ended with nothing moved: pre hook vetoed it (backup running); "
+            "asked again at 14:05:00Z",
+        ),
+    ],
+)
+def test_a_vetoed_move_is_asked_again_later_and_not_counted(
+    cooldown_until: float, retry_after: float, until: float, sentence: str
+) -> None:
+    s = move_started(
+        state(cooldown_until=cooldown_until), "web", "m-1", NOW, target="ns2", trigger="auto"
+    )
+    s = move_vetoed(s, "web", now=NOW, retry_after=retry_after, veto="backup running")
+    web = s.groups["web"]
+    assert (web.moving, web.moving_to, web.moving_trigger) == (None, None, None)
+    assert web.cooldown_until == until
+    assert web.last_move_at is None
+    assert web.reason == sentence
+    assert s.failovers == ()
+    # Asked again once the retry time is over (the holder still down).
+    d = decide(s, obs(down("ns1"), now=until), POLICY)
+    assert [type(a) for a in d.actions] == [StartMove]
+
+
+def test_a_move_that_sent_nothing_leaves_the_core_free_to_choose_again() -> None:
+    s = move_started(state(), "web", "m-1", NOW, target="ns2", trigger="auto")
+    s = move_abandoned(s, "web", now=NOW, why="nothing reached OVH")
+    web = s.groups["web"]
+    assert (web.moving, web.cooldown_until, web.reason) == (
+        None,
+        0.0,
+        "move of web ended with nothing moved: nothing reached OVH",
+    )
+    assert s.failovers == ()
+    assert [type(a) for a in decide(s, obs(down("ns1")), POLICY).actions] == [StartMove]
+    # A group removed by a reload while its move ran is not brought back.
+    gone = EngineState.initial(make_policy(group("db", primary="ns4", blocks=(B3,))))
+    assert move_abandoned(gone, "web", now=NOW, why="x", retry_after=60) == gone
 
 
 def test_flapping_primary_moves_once_per_cooldown() -> None:
