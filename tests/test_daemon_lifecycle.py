@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import socket
@@ -264,3 +265,27 @@ async def test_restart_only_warning_compares_with_what_runs(
     config.write_text(base.replace("127.0.0.1:1/", "127.0.0.1:2/"))
     assert await daemon.reload()
     assert warnings() == ["api.endpoint changed; restart failoverd to apply"]
+
+
+async def test_start_up_heap_frozen_once_the_supervisor_cycled_and_thawed_on_exit() -> None:
+    loop = asyncio.get_running_loop()
+    daemon = make_daemon(Notifier(None, watchdog_usec=40_000))  # a main loop tick every 20 ms
+    daemon._started_at = daemon._main_tick = loop.time()
+    stub = StubSupervisor(last_tick=0.0)
+    daemon.supervisor = stub  # type: ignore[assignment]
+    daemon.tick = asyncio.Condition()
+    forever = asyncio.create_task(asyncio.Event().wait(), name="supervisor")
+    main = asyncio.create_task(daemon._main_loop(forever))
+    try:
+        await daemon.ticks(3)
+        assert not daemon.heap_frozen  # still starting: its objects are not all there yet
+        assert gc.get_freeze_count() == 0
+        stub.last_tick = loop.time()
+        await daemon.ticks(2)
+        assert daemon.heap_frozen
+        assert gc.get_freeze_count() > 0
+    finally:
+        daemon.request_stop()
+        assert await main == 0
+        forever.cancel()
+    assert gc.get_freeze_count() == 0  # the process (here: the test run) is left as it was
