@@ -325,7 +325,7 @@ async def test_20_groups_x_3_standbys_x_2_blocks_within_the_budget(tmp_path: Pat
     assert again == {"GET /dedicated/server/{serviceName}/ipCanBeMovedTo": 120}
 
 
-async def test_online_through_a_real_process(tmp_path: Path) -> None:
+async def check_online_process(path: Path, tmp_path: Path) -> tuple[int | None, str, str]:
     """As an operator runs it: `failoverd check-config --online`, credentials from OVH_*."""
     env = {
         **os.environ,
@@ -334,24 +334,28 @@ async def test_online_through_a_real_process(tmp_path: Path) -> None:
         "OVH_APPLICATION_SECRET": SECRET,
         "OVH_CONSUMER_KEY": "demo-consumer-key",
     }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "failoverd",
+        "check-config",
+        "--online",
+        "-c",
+        str(path),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, raw_out.decode(), raw_err.decode()
+
+
+async def test_online_through_a_real_process(tmp_path: Path) -> None:
     async with await start_simulator(inventory_from_dict(broken_inventory())) as sim:
         path = policy_for(sim, tmp_path, BROKEN_WORLD)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "failoverd",
-            "check-config",
-            "--online",
-            "-c",
-            str(path),
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 60)
-    out, err = raw_out.decode(), raw_err.decode()
-    assert proc.returncode == 1
+        code, out, err = await check_online_process(path, tmp_path)
+    assert code == 1
     assert rows_refused(out) == {
         ("web", BHS, "203.0.113.8/29"),
         ("web", VPS, "203.0.113.8/29"),
@@ -369,33 +373,12 @@ def rows_refused(out: str) -> set[tuple[str, str, str]]:
 async def test_unreachable_api_keeps_retries_off_the_report(tmp_path: Path) -> None:
     """A real process (logging as the CLI sets it up): the adapter's retries while the API
     is unreachable are not printed into the report on stdout; stderr has the one line."""
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "OVH_APPLICATION_KEY": "demo-app-key",
-        "OVH_APPLICATION_SECRET": SECRET,
-        "OVH_CONSUMER_KEY": "demo-consumer-key",
-    }
     with socket.socket() as s:  # a port nothing listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         path = policy_for(f"http://127.0.0.1:{port}/1.0", tmp_path, timeout="200ms")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "failoverd",
-            "check-config",
-            "--online",
-            "-c",
-            str(path),
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 60)
-    out, err = raw_out.decode(), raw_err.decode()
-    assert proc.returncode == 1
+        code, out, err = await check_online_process(path, tmp_path)
+    assert code == 1
     assert out == f"ok: 2 groups, 4 servers, 2 blocks ({path})\n"
     assert err.count("\n") == 1
     assert err.startswith("failoverd: check-config --online: cannot reach the OVH API: ")
