@@ -13,7 +13,6 @@ import ipaddress
 import json
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from failoverd.errors import DeadlineExceeded, MoveFailed, OvhPermanentError
 from failoverd.model import MoveTicket
 from failoverd.ovhapi import OvhClient, Priority, Tuning
 from failoverd.policy import ApiPolicy
+from tests.fixtures.sim import until
 
 BLOCK = ipaddress.ip_network("203.0.113.8/29")
 
@@ -67,16 +67,6 @@ class Recorded:
 
     def ovh_request(self, route: str, method: str, code: str, duration: float) -> None:
         self.requests.append((route, method, code, duration))
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a condition with a deadline (yielding to the loop, never a fixed sleep)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.001)
 
 
 def make(

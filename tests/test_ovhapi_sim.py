@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from failoverd.ovhapi import OvhClient, Priority, Tuning
 from failoverd.policy import ApiPolicy
 from failoverd.sim.inventory import Fault, inventory_from_dict
 from failoverd.sim.server import RunningSimulator, start_simulator
-from tests.fixtures.sim import build_inventory, example_inventory_dict, ovh_client_for
+from tests.fixtures.sim import build_inventory, example_inventory_dict, ovh_client_for, until
 
 NS1 = "ns1001.ip-51-68-100.eu"
 NS2 = "ns1002.ip-51-68-100.eu"
@@ -58,16 +58,6 @@ class Recorded:
 
     def codes(self, route: str) -> list[str]:
         return [c for r, _, c, _ in self.requests if r == route]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a condition with a deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.002)
 
 
 def adapter(
