@@ -197,6 +197,13 @@ def _describe_error(exc: OvhError) -> str:
     return str(exc)
 
 
+def _unreadable(subject: str, exc: OvhError) -> str:
+    """Why a verdict on `subject` (a server or a block) could not even be asked for."""
+    if isinstance(exc, OvhNotFound):
+        return f"{subject} does not exist in this OVH account"
+    return f"{subject}: {_describe_error(exc)}"
+
+
 def _server_finding(name: str, info: ServiceInfo | OvhError) -> Finding:
     subject = f"server {name}"
     if isinstance(info, OvhNotFound):
@@ -291,20 +298,10 @@ def _settled_without_asking(
     b = block_str(block)
     service = services.get(server)
     if isinstance(service, OvhError):
-        reason = (
-            f"{server} does not exist in this OVH account"
-            if isinstance(service, OvhNotFound)
-            else f"{server}: {_describe_error(service)}"
-        )
-        return Verdict(group.name, server, b, False, reason)
+        return Verdict(group.name, server, b, False, _unreadable(server, service))
     info = blocks.get(block)
     if isinstance(info, OvhError):
-        reason = (
-            f"{b} does not exist in this OVH account"
-            if isinstance(info, OvhNotFound)
-            else f"{b}: {_describe_error(info)}"
-        )
-        return Verdict(group.name, server, b, False, reason)
+        return Verdict(group.name, server, b, False, _unreadable(b, info))
     if isinstance(info, BlockInfo):
         if info.type and info.type != "failover":
             return Verdict(group.name, server, b, False, f"{b} is not a failover IP")
