@@ -463,6 +463,15 @@ class SimState:
         others = {m for b in self._blocks.values() if b.cidr != block.cidr for m in b.vmacs}
         return any(m in others for m in block.vmacs)
 
+    def move(self, block: SimBlock, target: SimServer, origin: str, function: str) -> _Task:
+        """A move task if OVH would accept it; else the refusal is audited and raised."""
+        try:
+            self.check_move(block, target)
+        except ApiError as exc:
+            self.refused("move", block.cidr, target.name, str(exc))
+            raise
+        return self.submit(block, target, origin, function)
+
     def submit(
         self, block: SimBlock, target: SimServer | None, origin: str, function: str
     ) -> _Task:
@@ -716,13 +725,8 @@ def _ip_move(state: SimState, req: _Request) -> Any:
     raw = req.body.get("ip") if isinstance(req.body, dict) else None
     if not isinstance(raw, str):
         raise _bad_request("[ip] Property is mandatory")
-    block = state.block(raw)
-    try:
-        state.check_move(block, target)
-    except ApiError as exc:
-        state.refused("move", block.cidr, target.name, str(exc))
-        raise
-    return _dedicated_task_json(state, state.submit(block, target, "dedicated", "ipMove"))
+    task = state.move(state.block(raw), target, "dedicated", "ipMove")
+    return _dedicated_task_json(state, task)
 
 
 @_route("GET", "/dedicated/server/{sn}/task")
@@ -798,13 +802,7 @@ def _generic_move(state: SimState, req: _Request) -> Any:
     to = req.body.get("to") if isinstance(req.body, dict) else None
     if not isinstance(to, str) or not to:
         raise _bad_request("[to] Property is mandatory")
-    target = state.server(to)
-    try:
-        state.check_move(b, target)
-    except ApiError as exc:
-        state.refused("move", b.cidr, target.name, str(exc))
-        raise
-    return _ip_task_json(state, state.submit(b, target, "ip", "genericMoveFloatingIp"))
+    return _ip_task_json(state, state.move(b, state.server(to), "ip", "genericMoveFloatingIp"))
 
 
 @_route("POST", "/ip/{ip}/park")
