@@ -81,6 +81,7 @@ from failoverd.model import (
     Health,
     HistoryEntry,
     JournaledMove,
+    JournalStep,
     MoveAccepted,
     MoveResult,
     MoveTicket,
@@ -651,14 +652,6 @@ class Supervisor:
         move_id = uuid.uuid4().hex[:12]
         group = self._policy.groups[action.group]
         source, _ = core.holder(group, obs.routing)
-        self._state = core.move_started(
-            self._state,
-            action.group,
-            move_id,
-            obs.now,
-            target=action.target,
-            trigger=action.trigger,
-        )
         flight = _Flight(
             move_id=move_id,
             group=action.group,
@@ -675,6 +668,7 @@ class Supervisor:
             force=action.force,
         )
         self._flights[move_id] = flight
+        self._mark_moving(flight, obs.now)
         log.info(
             "move decided",
             group=action.group,
@@ -685,6 +679,20 @@ class Supervisor:
         flight.task = loop.create_task(self._execute(flight, fresh=True), name=f"move {move_id}")
         self._wake.set()
         return move_id
+
+    def _mark_moving(self, flight: _Flight, now: float) -> None:
+        """Tell the core the group is moving: to which target (capacity) and why (an
+        automatic move counts for max_failovers while it runs)."""
+        if flight.group not in self._state.groups:
+            return  # removed by a reload while its move ran: not brought back
+        self._state = core.move_started(
+            self._state,
+            flight.group,
+            flight.move_id,
+            now,
+            target=flight.target,
+            trigger=flight.trigger,
+        )
 
     async def _execute(
         self,
@@ -760,6 +768,30 @@ class Supervisor:
             return False
         return True
 
+    async def _step(
+        self,
+        flight: _Flight,
+        block: str,
+        target: str,
+        step: JournalStep,
+        *,
+        at: float | None = None,
+        task_id: int | None = None,
+        via: Literal["dedicated", "ip"] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Journal a step of one block of `flight` (now, unless `at` says when)."""
+        await self._journal.step(
+            flight.move_id,
+            block,
+            target,
+            step,
+            at=self._wall() if at is None else at,
+            task_id=task_id,
+            via=via,
+            reason=reason,
+        )
+
     async def _pre_hook(self, flight: _Flight) -> str | None:
         argv = self._policy.groups[flight.group].hooks.pre
         if not argv or self._hooks is None:
@@ -773,9 +805,7 @@ class Supervisor:
         log.warning("failover blocked", group=flight.group, move_id=flight.move_id, reason=message)
         self._recorder.failover_blocked(flight.group, "veto")
         for block in flight.blocks:
-            await self._journal.step(
-                flight.move_id, block, flight.target, "abandoned", at=now, reason=message
-            )
+            await self._step(flight, block, flight.target, "abandoned", at=now, reason=message)
         await self._journal.finish_move(flight.move_id, "vetoed", at=now, reason=message)
         await self._journal.record(
             "blocked", message, at=now, group=flight.group, details={"reason": "veto"}
@@ -797,9 +827,7 @@ class Supervisor:
         for block in flight.blocks:
             verdict = verdicts.get(block)
             note = "would be moved" if verdict is None else f"would be refused: {verdict.reason}"
-            await self._journal.step(
-                flight.move_id, block, flight.target, "dry_run", at=now, reason=note
-            )
+            await self._step(flight, block, flight.target, "dry_run", at=now, reason=note)
             log.info("dry run", group=flight.group, block=block, server=flight.target, reason=note)
         text = f"dry run: {flight.group} not moved ({flight.reason})"
         await self._journal.finish_move(flight.move_id, "dry_run", at=now, reason=text)
@@ -866,9 +894,7 @@ class Supervisor:
             now = self._wall()
             if not first:
                 for block in pending:
-                    await self._journal.step(
-                        flight.move_id, block, target, "planned", at=now, reason=planned
-                    )
+                    await self._step(flight, block, target, "planned", at=now, reason=planned)
             first = False
             flight.phase = "eligibility"
             if first_check is not None:
@@ -887,9 +913,7 @@ class Supervisor:
                 log.warning("target not eligible", group=flight.group, server=target, reason=why)
                 for block in pending:
                     reason = refused[block].reason if block in refused else why
-                    await self._journal.step(
-                        flight.move_id, block, target, "failed", at=self._wall(), reason=reason
-                    )
+                    await self._step(flight, block, target, "failed", reason=reason)
                     flight.failed[block] = f"{target}: {reason}"
                     local[(target, block)] = Eligibility(False, reason)
             else:
@@ -924,14 +948,7 @@ class Supervisor:
                 reason=planned,
             )
             flight.target = nxt
-            self._state = core.move_started(
-                self._state,
-                flight.group,
-                flight.move_id,
-                self._wall(),
-                target=nxt,
-                trigger=flight.trigger,
-            )
+            self._mark_moving(flight, self._wall())
 
     def _next_candidate(
         self,
@@ -991,9 +1008,7 @@ class Supervisor:
             self._enter_critical()
             critical = True
             try:
-                await self._journal.step(
-                    flight.move_id, block, target, "submitting", at=self._wall()
-                )
+                await self._step(flight, block, target, "submitting")
                 flight.sent = True
                 started = loop.time()
                 try:
@@ -1020,22 +1035,14 @@ class Supervisor:
                         reason=reason,
                         query_id=exc.query_id,
                     )
-                    await self._journal.step(
-                        flight.move_id, block, target, "failed", at=self._wall(), reason=reason
-                    )
+                    await self._step(flight, block, target, "failed", reason=reason)
                     return _BlockResult("failed", reason)
                 submitted = loop.time()
                 # submit = the decision → OVH's answer with a task id (journal, hook,
                 # eligibility and the POST itself).
                 self._recorder.phase("submit", submitted - flight.started_loop)
-                await self._journal.step(
-                    flight.move_id,
-                    block,
-                    target,
-                    "submitted",
-                    at=self._wall(),
-                    task_id=ticket.task_id,
-                    via=ticket.via,
+                await self._step(
+                    flight, block, target, "submitted", task_id=ticket.task_id, via=ticket.via
                 )
                 log.info(
                     "move submitted",
@@ -1067,34 +1074,20 @@ class Supervisor:
                 reason=reason,
                 query_id=getattr(exc, "query_id", None),
             )
-            await self._journal.step(
-                flight.move_id,
-                block,
-                ticket.target,
-                "failed",
-                at=self._wall(),
-                task_id=ticket.task_id,
-                reason=reason,
+            await self._step(
+                flight, block, ticket.target, "failed", task_id=ticket.task_id, reason=reason
             )
             # A task that ended is over; a deadline leaves the task's fate open at OVH.
             return _BlockResult("failed" if isinstance(exc, MoveFailed) else "unknown", reason)
         self._recorder.phase("task", outcome.task_seconds)
         self._recorder.phase("verify", outcome.verify_seconds)
-        await self._journal.step(
-            flight.move_id,
-            block,
-            ticket.target,
-            "task_done",
-            at=self._wall(),
-            task_id=ticket.task_id,
-        )
+        await self._step(flight, block, ticket.target, "task_done", task_id=ticket.task_id)
         flight.phase = "verify"
-        await self._journal.step(
-            flight.move_id,
+        await self._step(
+            flight,
             block,
             ticket.target,
             "verified",
-            at=self._wall(),
             task_id=ticket.task_id,
             reason=f"routedTo {ticket.target}",
         )
@@ -1116,40 +1109,57 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                ticket = await self._api.find_move_task(_block(block), target)
-                if ticket is not None:
-                    await self._journal.step(
-                        flight.move_id,
-                        block,
-                        target,
-                        "submitted",
-                        at=self._wall(),
-                        task_id=ticket.task_id,
-                        via=ticket.via,
-                        reason="task found after an unclear submission",
-                    )
-                    return await self._follow(flight, block, ticket, deadline)
-                info = await self._api.block_info(_block(block))
-                if info.routed_to == target:
-                    await self._journal.step(
-                        flight.move_id,
-                        block,
-                        target,
-                        "verified",
-                        at=self._wall(),
-                        reason=f"routedTo {target} (no task left to follow)",
-                    )
-                    self._routing[block] = target
-                    return _BlockResult("verified", "verified")
+                found = await self._find_submission(
+                    flight,
+                    block,
+                    target,
+                    deadline,
+                    task_found="task found after an unclear submission",
+                    routed=f"routedTo {target} (no task left to follow)",
+                )
+                if found is not None:
+                    return found
             except OvhError as exc:
                 log.warning("move lookup failed", block=block, server=target, reason=str(exc))
             if loop.time() + UNKNOWN_RETRY >= deadline:
                 reason = f"submission to {target} unclear and no task found before the deadline"
-                await self._journal.step(
-                    flight.move_id, block, target, "failed", at=self._wall(), reason=reason
-                )
+                await self._step(flight, block, target, "failed", reason=reason)
                 return _BlockResult("unknown", reason)
             await asyncio.sleep(UNKNOWN_RETRY)  # pacing the look-ups, not synchronisation
+
+    async def _find_submission(
+        self,
+        flight: _Flight,
+        block: str,
+        target: str,
+        deadline: float,
+        *,
+        task_found: str,
+        routed: str,
+    ) -> _BlockResult | None:
+        """Did a POST whose answer is not journaled reach OVH? None: no sign of it (yet).
+
+        Its task, when OVH lists one, is followed to its end; a block already routed to
+        `target` is verified. The two reasons say, in the journal, how the answer was found.
+        """
+        ticket = await self._api.find_move_task(_block(block), target)
+        if ticket is not None:
+            await self._step(
+                flight,
+                block,
+                target,
+                "submitted",
+                task_id=ticket.task_id,
+                via=ticket.via,
+                reason=task_found,
+            )
+            return await self._follow(flight, block, ticket, deadline)
+        info = await self._api.block_info(_block(block))
+        if info.routed_to != target:
+            return None
+        await self._step(flight, block, target, "verified", reason=routed)
+        self._routing[block] = target
+        return _BlockResult("verified", "verified")
 
     def _enter_critical(self) -> None:
         self._critical += 1
@@ -1348,10 +1358,7 @@ class Supervisor:
                 failed=failed,
             )
             self._flights[move.move_id] = flight
-            if move.group in self._state.groups:
-                self._state = core.move_started(
-                    self._state, move.group, move.move_id, now, target=target, trigger=move.trigger
-                )
+            self._mark_moving(flight, now)
             log.warning(
                 "journal replay",
                 group=move.group,
@@ -1408,35 +1415,18 @@ class Supervisor:
     async def _lookup_after_restart(self, flight: _Flight, block: str, target: str) -> _BlockResult:
         """The journal says `submitting` and no task id: did that POST reach OVH?"""
         deadline = asyncio.get_running_loop().time() + self._policy.api.move_timeout
-        ticket = await self._api.find_move_task(_block(block), target)
-        if ticket is not None:
-            await self._journal.step(
-                flight.move_id,
-                block,
-                target,
-                "submitted",
-                at=self._wall(),
-                task_id=ticket.task_id,
-                via=ticket.via,
-                reason="task found after a restart",
-            )
-            return await self._follow(flight, block, ticket, deadline)
-        info = await self._api.block_info(_block(block))
-        if info.routed_to == target:
-            await self._journal.step(
-                flight.move_id,
-                block,
-                target,
-                "verified",
-                at=self._wall(),
-                reason=f"routedTo {target} after a restart",
-            )
-            self._routing[block] = target
-            return _BlockResult("verified", "verified")
-        reason = "not submitted before the restart (no task, routing unchanged)"
-        await self._journal.step(
-            flight.move_id, block, target, "abandoned", at=self._wall(), reason=reason
+        found = await self._find_submission(
+            flight,
+            block,
+            target,
+            deadline,
+            task_found="task found after a restart",
+            routed=f"routedTo {target} after a restart",
         )
+        if found is not None:
+            return found
+        reason = "not submitted before the restart (no task, routing unchanged)"
+        await self._step(flight, block, target, "abandoned", reason=reason)
         return _BlockResult("unsent", reason)
 
     # ================================================================== persistence

@@ -52,6 +52,20 @@ FAST = CheckTiming(interval=0.2, timeout=0.18, fall=2, rise=2)
 TASKS = {"init": 0.0, "todo": 0.0, "doing": 0.02}
 
 
+# One automatic failover at a time (mass failure out of the way), and tasks long enough to
+# look at the engine while a move is in flight: for tests of max_failovers under way.
+ONE_FAILOVER = GuardsPolicy(
+    max_parallel_moves=4,
+    max_failovers=MaxFailovers(count=1, window=3600.0),
+    mass_failure=MassFailure(fraction=0.9, min_servers=5),
+)
+SLOW_TASKS = {"task_durations": {"init": 0.0, "todo": 0.0, "doing": 4.0}}
+ONE_UNDER_WAY = (
+    "max failovers: 0 automatic failovers in the last 1h and 1 under way (limit 1); "
+    "automatic moves frozen"
+)
+
+
 @dataclass(frozen=True)
 class Srv:
     """A server of the test world: its OVH facts."""

@@ -14,9 +14,17 @@ from typing import Any
 import pytest
 
 from failoverd.model import Health
-from failoverd.policy import FailbackPolicy, GuardsPolicy, MassFailure, MaxFailovers
+from failoverd.policy import FailbackPolicy
 from failoverd.sim.inventory import Fault
-from tests.engine_world import Grp, Srv, World, make_world
+from tests.engine_world import (
+    ONE_FAILOVER,
+    ONE_UNDER_WAY,
+    SLOW_TASKS,
+    Grp,
+    Srv,
+    World,
+    make_world,
+)
 
 B1, B2 = "203.0.113.8/29", "198.51.100.7/32"
 
@@ -27,6 +35,27 @@ async def worlds() -> AsyncIterator[list[World]]:
     yield made
     for w in made:
         await w.close()
+
+
+async def web_world(
+    tmp_path: Path,
+    http_server_factory: Callable[..., Awaitable[Any]],
+    worlds: list[World],
+    *faults: Fault,
+) -> World:
+    """ns1…ns4; group web: primary ns1, standbys ns2 then ns3, blocks B1 and B2.
+
+    `faults` are in place before the engine's first look (its preflight included).
+    """
+    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
+    w = await make_world(
+        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
+    )
+    worlds.append(w)
+    for fault in faults:
+        w.sim.state.add_fault(fault)
+    await w.settled()
+    return w
 
 
 async def test_primary_down_moves_to_the_first_eligible_standby(
@@ -153,12 +182,7 @@ async def test_half_the_fleet_down_freezes_moves_until_it_clears(
 async def test_a_503_burst_during_a_move_still_moves_once(
     tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
 ) -> None:
-    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
-    w = await make_world(
-        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
-    )
-    worlds.append(w)
-    await w.settled()
+    w = await web_world(tmp_path, http_server_factory, worlds)
 
     # Every API request answers 503 for the next 8 requests: submissions and task polls alike.
     w.sim.state.add_fault(Fault(kind="error", status=503, count=8))
@@ -174,12 +198,7 @@ async def test_a_503_burst_during_a_move_still_moves_once(
 async def test_a_task_ending_in_ovh_error_goes_to_the_next_standby(
     tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
 ) -> None:
-    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
-    w = await make_world(
-        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
-    )
-    worlds.append(w)
-    await w.settled()
+    w = await web_world(tmp_path, http_server_factory, worlds)
 
     w.sim.state.add_fault(
         Fault(kind="task", block=B2, count=1, task_status="ovhError", comment="router unreachable")
@@ -265,14 +284,13 @@ async def test_an_automatic_move_in_flight_counts_for_max_failovers(
         Grp("g1", "p1", ("s1",), ("203.0.113.8/29",)),
         Grp("g2", "p2", ("s2",), ("203.0.113.16/29",)),
     ]
-    guards = GuardsPolicy(
-        max_parallel_moves=4,
-        max_failovers=MaxFailovers(count=1, window=3600.0),
-        mass_failure=MassFailure(fraction=0.9, min_servers=5),
-    )
-    slow = {"task_durations": {"init": 0.0, "todo": 0.0, "doing": 4.0}}
     w = await make_world(
-        tmp_path, http_server_factory, servers, groups, guards=guards, inventory_extra=slow
+        tmp_path,
+        http_server_factory,
+        servers,
+        groups,
+        guards=ONE_FAILOVER,
+        inventory_extra=SLOW_TASKS,
     )
     worlds.append(w)
     await w.settled()
@@ -282,10 +300,7 @@ async def test_an_automatic_move_in_flight_counts_for_max_failovers(
         lambda: _guard(w, "max_failovers") is not None or w.routing("203.0.113.8/29") == "s1"
     )
     assert not w.idle(), "the move of g1 ended before the check: the test proves nothing"
-    assert _guard(w, "max_failovers") == (
-        "max failovers: 0 automatic failovers in the last 1h and 1 under way (limit 1); "
-        "automatic moves frozen"
-    )
+    assert _guard(w, "max_failovers") == ONE_UNDER_WAY
 
     w.kill("p2")
     blocked = "failoverd_failovers_blocked_total"
@@ -305,24 +320,19 @@ async def test_a_failed_block_goes_to_a_standby_that_only_needs_to_take_that_blo
 ) -> None:
     # ns3 cannot take B1, but B1 stays on ns2 where it moved: only B2, whose task failed on
     # ns2, needs a home, and ns3 can take B2.
-    servers = [Srv("ns1"), Srv("ns2"), Srv("ns3"), Srv("ns4")]
-    w = await make_world(
-        tmp_path, http_server_factory, servers, [Grp("web", "ns1", ("ns2", "ns3"), (B1, B2))]
-    )
-    worlds.append(w)
-    w.sim.state.add_fault(
+    w = await web_world(
+        tmp_path,
+        http_server_factory,
+        worlds,
         Fault(
             kind="error",
             status=400,
             route="/dedicated/server/ns3/ipCanBeMovedTo*",
             block=B1,
             message="ns3 cannot receive this block",
-        )
+        ),
+        Fault(kind="task", block=B2, count=1, task_status="ovhError", comment="router unreachable"),
     )
-    w.sim.state.add_fault(
-        Fault(kind="task", block=B2, count=1, task_status="ovhError", comment="router unreachable")
-    )
-    await w.settled()
     assert w.supervisor.snapshot().groups[0].eligible == {"ns2": True, "ns3": False}
 
     w.kill("ns1")
