@@ -11,13 +11,25 @@ import configparser
 import json
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from failoverd.cli import build_parser
+from failoverd.cli import main as cli_main
 from failoverd.config import parse_policy
+from tests.fixtures.daemon import (
+    BLOCK,
+    PRIMARY,
+    SIM_ENV,
+    STANDBY,
+    Daemon,
+    World,
+    http,
+    in_thread,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -222,3 +234,83 @@ def test_every_alert_is_explained() -> None:
     for group in doc["groups"]:
         for rule in group["rules"]:
             assert f"`{rule['alert']}`" in text, rule["alert"]
+
+
+# ---------------------------------------------------------------------- the operations
+
+
+def operations_commands() -> list[list[str]]:
+    """The commands of the README's "Operations" section, as written."""
+    text = README.read_text()
+    section = text[text.index("\n## Operations\n") : text.index("\n### What each alert means")]
+    found = re.findall(r"^ *```sh\n(.*?)^ *```", section, re.S | re.M)
+    return [argv for block in found for argv in commands(block)]
+
+
+# Every operations command, in an order where each one does its job on the test world
+# (group web: 203.0.113.8/29 on ns1001, standby ns1002; no cooldown, so the failback and
+# the forced move right after it are not refused). What each must print is checked below.
+OPERATIONS_RUN = [
+    "failoverd status",
+    "failoverd status --json",
+    "failoverd history web --limit 20",
+    "curl -s http://127.0.0.1:9877/metrics",
+    "grep ^failoverd_group_state",
+    'failoverd pause web --for 2h --reason "kernel upgrade on ns1001"',
+    "failoverd resume web",
+    "failoverd move web --dry-run",
+    "failoverd move web --to ns1002.ip-51-68-100.eu",
+    "failoverd move web --to ns1001.ip-51-68-100.eu",
+    "failoverd move web --to ns1002.ip-51-68-100.eu --force",
+    "failoverd fake-api --inventory config/sim/example.yaml --listen 127.0.0.1:8999",
+]
+
+
+def test_every_operations_command_is_run_by_the_test_below() -> None:
+    shown = sorted(shlex.join(argv) for argv in operations_commands())
+    run = sorted(shlex.join(shlex.split(line)) for line in OPERATIONS_RUN)
+    assert shown == run, "README operations and OPERATIONS_RUN differ"
+
+
+@pytest.mark.slow
+async def test_operations_commands_against_a_real_daemon(
+    world: World,
+    start_daemon: Callable[..., Daemon],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world.write_policy(cooldown="0s")
+    d = start_daemon(world.policy, env=SIM_ENV)
+    await in_thread(d.wait_ready, world.url)
+    await in_thread(
+        d.wait_log, lambda r: r.get("event") == "server up" and r.get("server") == STANDBY
+    )
+    capsys.readouterr()
+    metrics_text = ""
+    for line in OPERATIONS_RUN:
+        argv = shlex.split(line)
+        if argv[0] == "curl":  # the daemon of the test listens on its own port
+            _, _, body = await in_thread(http, "GET", world.url + "/metrics")
+            metrics_text = body.decode()
+            continue
+        if argv[0] == "grep":
+            assert any(re.match(argv[1], x) for x in metrics_text.splitlines()), line
+            continue
+        if argv[1] == "fake-api":
+            continue  # run as written (another port) by tests/test_sim_cli.py
+        rc = await in_thread(cli_main, [*argv[1:], "-c", str(world.policy)])
+        out, err = capsys.readouterr()
+        assert rc == 0, f"{line}: exit {rc}: {err}"
+        assert err == "", f"{line}: {err}"
+        assert out.strip(), line
+        if argv[1:] == ["status"]:
+            assert re.search(rf"^web +nominal +{re.escape(PRIMARY)} ", out, re.M), out
+        elif argv[1:] == ["status", "--json"]:
+            assert json.loads(out)["groups"][0]["holder"] == PRIMARY
+        elif argv[1] == "move":
+            target = argv[argv.index("--to") + 1] if "--to" in argv else STANDBY
+            last = out.splitlines()[-1]
+            assert last.endswith(": dry_run" if "--dry-run" in argv else ": success"), out
+            if "--dry-run" not in argv:
+                assert world.sim.state.routing(BLOCK) == target
+    assert world.sim.state.routing(BLOCK) == STANDBY
+    assert await in_thread(d.stop) == 0
