@@ -62,7 +62,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -873,35 +873,19 @@ class OvhClient:
         seg = quote(target, safe="")
         address = str(block.network_address)
         candidates: list[int] = []
-        for state in PENDING_STATES:
-            ids = await self._call(
-                "GET",
-                "/dedicated/server/{serviceName}/task",
-                f"/dedicated/server/{seg}/task",
-                params={"function": "ipMove", "status": state.value},
-                priority=priority,
-                deadline=deadline,
-            )
-            for task_id in sorted(_int_list(ids), reverse=True):
-                route = "/dedicated/server/{serviceName}/task/{taskId}"
-                try:
-                    data = await self._call(
-                        "GET",
-                        route,
-                        f"/dedicated/server/{seg}/task/{task_id}",
-                        priority=priority,
-                        deadline=deadline,
-                    )
-                except OvhNotFound:
-                    continue
-                status = _parse_task(data, task_id, route)
-                if status.state.terminal:
-                    continue
-                ticket = MoveTicket(block=block, target=target, via="dedicated", task_id=task_id)
+        pending = self._pending_tasks(
+            "/dedicated/server/{serviceName}",
+            f"/dedicated/server/{seg}",
+            "ipMove",
+            priority,
+            deadline,
+        )
+        async with contextlib.aclosing(pending):
+            async for task_id, _, status in pending:
                 if status.comment and (
                     block_str(block) in status.comment or address in status.comment.split()
                 ):
-                    return ticket
+                    return MoveTicket(block=block, target=target, via="dedicated", task_id=task_id)
                 candidates.append(task_id)
         if not candidates:
             return None
@@ -940,13 +924,29 @@ class OvhClient:
         self, block: Block, target: str, priority: Priority, deadline: float
     ) -> MoveTicket | None:
         # ip.IpTask names its destination: a match is certain.
-        ip_seg = _quoted(block)
+        pending = self._pending_tasks(
+            "/ip/{ip}", f"/ip/{_quoted(block)}", "genericMoveFloatingIp", priority, deadline
+        )
+        async with contextlib.aclosing(pending):
+            async for task_id, data, _ in pending:
+                dest = data.get("destination")
+                dest_name = dest.get("serviceName") if isinstance(dest, dict) else dest
+                if dest_name == target:
+                    return MoveTicket(block=block, target=target, via="ip", task_id=task_id)
+        return None
+
+    async def _pending_tasks(
+        self, owner_route: str, owner_path: str, function: str, priority: Priority, deadline: float
+    ) -> AsyncGenerator[tuple[int, dict[str, Any], TaskStatus], None]:
+        """The pending `function` tasks listed under `owner_path`/task, newest first in each
+        status, with their JSON; a task gone (404) or ended since it was listed is skipped."""
+        route = f"{owner_route}/task/{{taskId}}"
         for state in PENDING_STATES:
             ids = await self._call(
                 "GET",
-                "/ip/{ip}/task",
-                f"/ip/{ip_seg}/task",
-                params={"function": "genericMoveFloatingIp", "status": state.value},
+                f"{owner_route}/task",
+                f"{owner_path}/task",
+                params={"function": function, "status": state.value},
                 priority=priority,
                 deadline=deadline,
             )
@@ -954,21 +954,16 @@ class OvhClient:
                 try:
                     data = await self._call(
                         "GET",
-                        "/ip/{ip}/task/{taskId}",
-                        f"/ip/{ip_seg}/task/{task_id}",
+                        route,
+                        f"{owner_path}/task/{task_id}",
                         priority=priority,
                         deadline=deadline,
                     )
                 except OvhNotFound:
                     continue
-                if not isinstance(data, dict):
-                    continue
-                dest = data.get("destination")
-                dest_name = dest.get("serviceName") if isinstance(dest, dict) else dest
-                status = _parse_task(data, task_id, "/ip/{ip}/task/{taskId}")
-                if dest_name == target and not status.state.terminal:
-                    return MoveTicket(block=block, target=target, via="ip", task_id=task_id)
-        return None
+                status = _parse_task(data, task_id, route)  # not a mapping: transient
+                if not status.state.terminal:
+                    yield task_id, data, status
 
     # -- one call: budget, worker thread, decoding, retries
 
