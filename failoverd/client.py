@@ -204,7 +204,7 @@ def main(
         if as_json:
             printer.json(entries)
         else:
-            printer.history(entries)
+            printer.history(entries, args.group)
         return 0
     if command == "move":
         wait = policy.api.move_timeout + 60.0 if policy is not None else DEFAULT_MOVE_WAIT
@@ -365,8 +365,7 @@ class Printer:
             rows.append(
                 [
                     s["name"],
-                    s["health"]
-                    + (" (failing)" if s.get("failing") and s["health"] != "down" else ""),
+                    _health(s),
                     _ago(s.get("since"), now),
                     _ago(s.get("last_check"), now),
                     s.get("last_reason") or "",
@@ -395,9 +394,10 @@ class Printer:
             ]
             self.table(["MOVE", "GROUP", "TARGET", "PHASE", "BLOCKS", "STARTED"], rows)
 
-    def history(self, entries: Sequence[Mapping[str, Any]]) -> None:
+    def history(self, entries: Sequence[Mapping[str, Any]], group: str | None = None) -> None:
         if not entries:
-            self.line("no history yet")
+            # A mistyped group name must not read as "nothing happened to it".
+            self.line(f"no history for group {group!r}" if group else "no history yet")
             return
         rows = [
             [

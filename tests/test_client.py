@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,18 @@ async def test_status_table(web_api: LiveApi) -> None:
     assert any(line.split()[:2] == ["ns1002.ip-51-68-100.eu", "down"] for line in lines)
     assert any(line.split()[:3] == ["ns5000.ip-142-44-200.net", "unknown", "-"] for line in lines)
     assert any(line.split()[:2] == ["max_failovers", "off"] for line in lines)
+
+
+async def test_status_shows_failing_rounds_before_the_verdict(web_api: LiveApi) -> None:
+    snap = web_api.engine.snap
+    up = replace(snap.servers[0], failing=True, last_reason="connection refused")
+    web_api.engine.snap = replace(snap, servers=(up, *snap.servers[1:]))
+    lines = (await in_thread(run_client, ["status", "--url", web_api.url])).splitlines()
+    row = next(line for line in lines if line.startswith("ns1001.ip-51-68-100.eu "))
+    assert row.split()[1:3] == ["up", "(failing)"]
+    row = next(line for line in lines if line.startswith("ns1002.ip-51-68-100.eu "))
+    assert row.split()[1] == "down"
+    assert "(failing)" not in row  # down says it all
 
 
 async def test_status_json_is_the_api_answer(web_api: LiveApi) -> None:
@@ -119,6 +132,10 @@ async def test_pause_resume_history(web_api: LiveApi) -> None:
         == "group web resumed\n"
     )
     assert await in_thread(run_client, ["history", "--url", web_api.url]) == "no history yet\n"
+    assert (
+        await in_thread(run_client, ["history", "db", "--url", web_api.url])
+        == "no history for group 'db'\n"
+    )
     await in_thread(run_client, ["move", "web", "--url", web_api.url])
     text = await in_thread(run_client, ["history", "web", "--limit", "5", "--url", web_api.url])
     rows = text.splitlines()
