@@ -282,13 +282,21 @@ def _resolve_credentials(
         try:
             manager = ovh.config.ConfigurationManager()
             if api.config_file is not None:
-                if not api.config_file.is_file():
-                    raise OvhAuthError(
-                        f"api.config_file {api.config_file}: no such file; "
-                        + WHERE_CREDENTIALS_GO.format(section=section)
-                    )
-                manager.read(str(api.config_file))
-        except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+                # Opened here: the library's read() skips a file it may not read, and the
+                # operator would be told there are no credentials in it.
+                with api.config_file.open(encoding="utf-8") as conf:
+                    manager.config.read_file(conf, str(api.config_file))
+        except FileNotFoundError as exc:
+            raise OvhAuthError(
+                f"api.config_file {api.config_file}: no such file; "
+                + WHERE_CREDENTIALS_GO.format(section=section)
+            ) from exc
+        except OSError as exc:
+            raise OvhAuthError(
+                f"api.config_file {api.config_file}: {exc.strerror or type(exc).__name__}"
+            ) from exc
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            # The class only: a parse error quotes the line, which may hold a secret.
             raise OvhAuthError(f"cannot read OVH credentials file: {type(exc).__name__}") from exc
         found = {}
         for key in CREDENTIAL_KEYS:

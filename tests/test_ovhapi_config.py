@@ -111,6 +111,18 @@ async def test_missing_config_file_is_an_auth_error(
         OvhClient.from_policy(api)
 
 
+def test_unreadable_config_file_says_so(clean_env: pytest.MonkeyPatch) -> None:
+    # A root-only ovh.conf read by an operator's account: configparser would skip it
+    # silently and the message would claim there are no credentials in it. A write-only
+    # sysctl stands in for it: reading it is refused even to root, so this holds as root.
+    unreadable = Path("/proc/sys/vm/drop_caches")
+    assert unreadable.is_file()
+    api = ApiPolicy(endpoint="ovh-eu", config_file=unreadable)
+    with pytest.raises(OvhAuthError) as info:
+        OvhClient.from_policy(api)
+    assert str(info.value) == f"api.config_file {unreadable}: Permission denied"
+
+
 async def test_unknown_endpoint_name() -> None:
     with pytest.raises(OvhPermanentError, match="neither a known endpoint"):
         OvhClient.from_policy(ApiPolicy(endpoint="ovh-mars"), credentials={})
