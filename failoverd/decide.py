@@ -193,9 +193,11 @@ def _is_failing(h: ServerHealth) -> bool:
     return h.failing or h.health is Health.DOWN
 
 
-def _guards(
+def active_guards(
     state: EngineState, obs: Observation, policy: Policy
 ) -> tuple[dict[str, str], tuple[float, ...]]:
+    """The guards active before this cycle plans anything: (name -> reason, the automatic
+    failovers counted in the max_failovers window)."""
     guards: dict[str, str] = {}
     mass = policy.guards.mass_failure
     total = len(policy.servers)
@@ -444,7 +446,7 @@ def _status(gs: GroupState, current: str | None, group: GroupPolicy) -> GroupSta
 
 def decide(state: EngineState, obs: Observation, policy: Policy) -> Decision:
     """One cycle: guards, pause expiry, triggers, target choice, failback, drift."""
-    guards, recent = _guards(state, obs, policy)
+    guards, recent = active_guards(state, obs, policy)
     guard_msg = _guard_message(guards)
     mf = policy.guards.max_failovers
     budget = _Budget(mf.count, len(recent), _auto_in_flight(state))
@@ -655,7 +657,7 @@ def plan_manual_move(
         return Refusal(404, f"{to} is not a server of group {group} ({members})")
 
     overridden: list[str] = []
-    guards, _ = _guards(state, obs, policy)
+    guards, _ = active_guards(state, obs, policy)
     guard_msg = _guard_message(guards)
     if obs.now < gs.cooldown_until:
         msg = _cooldown_message(gs, group, obs.now)

@@ -22,11 +22,11 @@ from failoverd.decide import (
     Observation,
     Refusal,
     StartMove,
+    active_guards,
     decide,
     holder,
     plan_manual_move,
 )
-from failoverd.decide import _guards as active_guards  # the private rule, asserted as-is
 from failoverd.model import Eligibility, Health, ServerHealth
 from failoverd.policy import FailbackPolicy, Policy
 from tests.test_decide import B1, B2, B3, NOW, group, make_policy
