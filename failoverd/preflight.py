@@ -96,27 +96,33 @@ async def run_preflight(
     """Check every group x standby x block (and, with `check_inventory`, that every server
     and block exists and every block is routed within its group).
 
-    Without `check_inventory` (the cheap periodic form) only ``can_move`` is asked, for the
-    standbys. Raises OvhAuthError when the credentials are refused and OvhTransientError
-    when the very first request fails (the API is unreachable): a dead API is one problem,
-    not a verdict per standby.
+    Without `check_inventory` (the cheap periodic form) no server is read and nothing is
+    found about the inventory: only the blocks' routing, which decides the candidates (the
+    primary too once a group has failed over; never the holder, which OVH would refuse for
+    holding the block already), and ``can_move``. Raises OvhAuthError when the credentials
+    are refused and OvhTransientError when the very first request fails (the API is
+    unreachable): a dead API is one problem, not a verdict per standby.
     """
     runner = _Runner()
     groups = list(policy.groups.values())
+    if not groups:
+        return PreflightReport(findings=(), verdicts=())
     services: dict[str, ServiceInfo | OvhError] = {}
     blocks: dict[Block, BlockInfo | OvhError] = {}
     findings: list[Finding] = []
-
+    all_blocks = list(dict.fromkeys(b for g in groups for b in g.blocks))
+    # The first request alone: bad credentials or no API stop everything at once.
     if check_inventory:
         names = list(dict.fromkeys(n for g in groups for n in g.members))
-        all_blocks = list(dict.fromkeys(b for g in groups for b in g.blocks))
-        if names:
-            # The first request alone: bad credentials or no API stop everything at once.
-            services[names[0]] = await runner.first(partial(api.service_info, names[0]))
+        services[names[0]] = await runner.first(partial(api.service_info, names[0]))
         rest = await runner.gather([partial(api.service_info, n) for n in names[1:]])
         services.update(zip(names[1:], rest, strict=True))
         got = await runner.gather([partial(api.block_info, b) for b in all_blocks])
-        blocks.update(zip(all_blocks, got, strict=True))
+    else:
+        got = [await runner.first(partial(api.block_info, all_blocks[0]))]
+        got += await runner.gather([partial(api.block_info, b) for b in all_blocks[1:]])
+    blocks.update(zip(all_blocks, got, strict=True))
+    if check_inventory:
         findings += [_server_finding(n, services[n]) for n in names]
         for group in groups:
             findings += _block_findings(group, blocks)
@@ -132,14 +138,7 @@ async def run_preflight(
                 else:
                     pairs.append((group, server, block))
 
-    answers: list[Eligibility | OvhError] = []
-    todo = pairs
-    if pairs and not check_inventory:
-        # Nothing was asked yet: the first question alone, as above.
-        _, server, block = pairs[0]
-        answers.append(await runner.first(partial(api.can_move, block, server)))
-        todo = pairs[1:]
-    answers += await runner.gather([partial(api.can_move, b, s) for _, s, b in todo])
+    answers = await runner.gather([partial(api.can_move, b, s) for _, s, b in pairs])
     for (group, server, block), answer in zip(pairs, answers, strict=True):
         settled[(group.name, server, block)] = _verdict(group, server, block, answer)
 

@@ -256,12 +256,30 @@ async def test_later_errors_become_verdicts_and_budget_timeouts_are_asked_again(
     assert api.calls[("can_move", "198.51.100.7/32>vps")] == 3
 
 
-async def test_cheap_form_only_asks_can_move() -> None:
+async def test_cheap_form_asks_routing_and_can_move() -> None:
     api = FakeApi()
     report = await run_preflight(policy(), api, check_inventory=False)
     assert report.findings == ()
-    assert api.kinds() == Counter(can_move=5)
+    assert api.kinds() == Counter(block=3, can_move=5)
     assert report.standby_eligible() == {
+        ("web", "ns2"): True,
+        ("web", "vps"): False,
+        ("api", "ns2"): True,
+    }
+
+
+async def test_cheap_form_after_a_failover_checks_the_primary_not_the_holder() -> None:
+    api = FakeApi()
+    for b in (B29, B32):
+        api.blocks[b] = BlockInfo(b, "ns2", "failover", ("eu-west-gra",))
+    report = await run_preflight(policy(), api, check_inventory=False)
+    assert ("can_move", "203.0.113.8/29>ns2") not in api.calls
+    assert api.calls[("can_move", "203.0.113.8/29>ns1")] == 1
+    assert Verdict("web", "ns2", "203.0.113.8/29", True, "ns2 holds 203.0.113.8/29 now") in (
+        report.verdicts
+    )
+    assert report.standby_eligible() == {
+        ("web", "ns1"): True,
         ("web", "ns2"): True,
         ("web", "vps"): False,
         ("api", "ns2"): True,
@@ -270,7 +288,7 @@ async def test_cheap_form_only_asks_can_move() -> None:
 
 async def test_cheap_form_raises_when_the_api_is_down() -> None:
     api = FakeApi()
-    api.refusals[(B29, "ns2")] = OvhAuthError("invalid key", http_status=403)
+    api.blocks[B29] = OvhAuthError("invalid key", http_status=403)
     with pytest.raises(OvhAuthError):
         await run_preflight(policy(), api, check_inventory=False)
     assert sum(api.calls.values()) == 1

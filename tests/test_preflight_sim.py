@@ -320,9 +320,13 @@ async def test_20_groups_x_3_standbys_x_2_blocks_within_the_budget(tmp_path: Pat
     # requests: the first, full preflight uses about a third of it...
     budget = 60 * policy.daemon.preflight_interval / 60
     assert first <= budget / 2
-    # ...and the periodic form, reusing the adapter's cache, only asks the 120 questions:
-    # two minutes' worth of budget every fifteen.
-    assert again == {"GET /dedicated/server/{serviceName}/ipCanBeMovedTo": 120}
+    # ...and the periodic form, reusing the adapter's cache, only reads the routing of the
+    # 40 blocks (it decides the candidates) and asks the 120 questions: under three
+    # minutes' worth of budget every fifteen.
+    assert again == {
+        "GET /ip/{ip}": 40,
+        "GET /dedicated/server/{serviceName}/ipCanBeMovedTo": 120,
+    }
 
 
 async def check_online_process(path: Path, tmp_path: Path) -> tuple[int | None, str, str]:
@@ -349,6 +353,33 @@ async def check_online_process(path: Path, tmp_path: Path) -> tuple[int | None, 
     )
     raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, raw_out.decode(), raw_err.decode()
+
+
+async def test_periodic_form_after_a_failover(tmp_path: Path) -> None:
+    """The daemon's periodic preflight once web has failed over to its standby: the holder
+    is not refused for holding the block ("already routed"), the primary is checked for
+    failing back, as in the full form."""
+    async with await start_simulator(build_inventory()) as sim:
+        policy = load_policy(policy_for(sim, tmp_path))
+        client = OvhClient.from_policy(
+            policy.api,
+            credentials={
+                "application_key": "demo-app-key",
+                "application_secret": SECRET,
+                "consumer_key": "demo-consumer-key",
+            },
+        )
+        try:
+            sim.state.set_routing("203.0.113.8/29", NS2)
+            full = await run_preflight(policy, client)
+            periodic = await run_preflight(policy, client, check_inventory=False)
+        finally:
+            await client.close()
+    web = {(v.server, v.block): (v.eligible, v.reason) for v in periodic.verdicts}
+    assert web[(NS2, "203.0.113.8/29")] == (True, f"{NS2} holds 203.0.113.8/29 now")
+    assert web[(NS1, "203.0.113.8/29")] == (True, "eligible")
+    assert periodic.verdicts == full.verdicts
+    assert all(periodic.standby_eligible().values())
 
 
 async def test_online_through_a_real_process(tmp_path: Path) -> None:
