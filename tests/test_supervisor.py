@@ -220,7 +220,9 @@ async def test_stop_lets_a_submission_reach_its_task_id_then_a_restart_follows_i
     w.kill("ns1")
 
     async def submitting() -> bool:
-        return any(s.step == "submitting" for m in await w.journal.moves("web") for s in m.steps)
+        # Both POSTs under way: stopping earlier would rightly leave the second one unsent.
+        steps = [s for m in await w.journal.moves("web") for s in m.steps]
+        return {s.block for s in steps if s.step == "submitting"} == {B1, B2}
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
