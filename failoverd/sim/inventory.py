@@ -470,7 +470,8 @@ def _parse(data: object, file: str) -> Inventory:
             faults.append(fault)
 
     if c.problems:
-        raise ConfigError(c.problems)
+        # In file order (a stable sort keeps a line's problems in the order found).
+        raise ConfigError(sorted(c.problems, key=lambda p: p.line))
     return Inventory(
         servers=tuple(servers),
         blocks=tuple(blocks),
