@@ -26,6 +26,8 @@ log = structlog.get_logger()
 PRE_TIMEOUT = 10.0
 POST_TIMEOUT = 60.0
 STDERR_KEEP = 4096  # bytes of a hook's stderr kept for the reason; the rest is drained
+KILL_WAIT = 2.0  # seconds to see a killed pre hook reaped
+STDERR_GRACE = 1.0  # seconds to read a failed pre hook's stderr to its end after its exit
 
 # Variables never handed down to a hook: credentials (SPEC §3 api.config_file) and the token.
 _SECRET_PREFIXES = ("OVH_",)
@@ -52,31 +54,49 @@ class Hooks:
 
     async def pre(self, argv: Sequence[str], env: Mapping[str, str]) -> str | None:
         name = argv[0] if argv else "?"
+        loop = asyncio.get_running_loop()
+        hook = _PreHook(loop)
         try:
-            proc = await _spawn(argv, env, stderr=True)
+            if not argv:
+                raise OSError(0, "empty command")
+            transport, _ = await loop.subprocess_exec(
+                lambda: hook,
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=hook_environment(env),
+                start_new_session=True,  # its own process group: a timeout kills its children
+            )
         except OSError as exc:
             return f"pre hook {name} could not run: {exc.strerror or exc}"
-        stream = proc.stderr
-        if stream is None:  # cannot happen: stderr=PIPE above; keeps the types honest
-            raise RuntimeError("pre hook started without a stderr pipe")
-        reader = asyncio.ensure_future(_read_bounded(stream))
+        deadline = loop.time() + self.pre_timeout
         try:
-            code = await asyncio.wait_for(proc.wait(), self.pre_timeout)
-        except TimeoutError:
-            await _kill(proc)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            return f"pre hook {name} timed out after {self.pre_timeout:g}s"
-        except asyncio.CancelledError:
-            await _kill(proc)
-            reader.cancel()
-            raise
-        stderr = await reader
-        if code == 0:
-            return None
-        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
-        return first or f"pre hook {name} exited {code}"
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(hook.exited)
+            except TimeoutError:
+                return f"pre hook {name} timed out after {self.pre_timeout:g}s"
+            code = transport.get_returncode()
+            if code == 0:
+                return None
+            # The reason is on stderr: read it to its end, but a child the hook left in
+            # the background may hold it open; it does not get to delay the answer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(STDERR_GRACE, deadline - loop.time()))):
+                    await asyncio.shield(hook.stderr_closed)
+            text = hook.stderr.decode(errors="replace")
+            first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+            return first or f"pre hook {name} exited {code}"
+        finally:
+            if transport.get_returncode() is None:  # timed out or cancelled
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(transport.get_pid(), signal.SIGKILL)
+                # Reaped before we answer (bounded: a process in D state is not ours to wait).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KILL_WAIT):
+                        await asyncio.shield(hook.exited)
+            transport.close()  # our end of the pipe
 
     def post(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -88,7 +108,7 @@ class Hooks:
     async def _run_post(self, argv: tuple[str, ...], env: dict[str, str]) -> None:
         name = argv[0] if argv else "?"
         try:
-            proc = await _spawn(argv, env, stderr=False)
+            proc = await _spawn(argv, env)
         except OSError as exc:
             log.warning("post hook could not run", hook=name, reason=exc.strerror or str(exc))
             return
@@ -116,16 +136,15 @@ class Hooks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _spawn(
-    argv: Sequence[str], env: Mapping[str, str], *, stderr: bool
-) -> asyncio.subprocess.Process:
+async def _spawn(argv: Sequence[str], env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """A post hook: no pipes, so its wait() ends when it exits."""
     if not argv:
         raise OSError(0, "empty command")
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE if stderr else asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
         env=hook_environment(env),
         start_new_session=True,  # its own process group: a timeout kills its children too
     )
@@ -139,9 +158,27 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     await asyncio.shield(proc.wait())
 
 
-async def _read_bounded(stream: asyncio.StreamReader) -> str:
-    kept = bytearray()
-    while chunk := await stream.read(65536):
-        if len(kept) < STDERR_KEEP:
-            kept.extend(chunk[: STDERR_KEEP - len(kept)])
-    return kept.decode(errors="replace")
+class _PreHook(asyncio.SubprocessProtocol):
+    """A pre hook's exit and the start of its stderr.
+
+    Its exit is known when the hook's process ends (``process_exited``), not when every
+    holder of its stderr has closed it, as ``Process.wait()`` has it: a hook that left a
+    child in the background (a notification, a logger) has still answered.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.stderr_closed: asyncio.Future[None] = loop.create_future()
+        self.stderr = bytearray()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if len(self.stderr) < STDERR_KEEP and isinstance(data, bytes):
+            self.stderr.extend(data[: STDERR_KEEP - len(self.stderr)])
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.stderr_closed.done():
+            self.stderr_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)

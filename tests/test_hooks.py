@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -79,6 +80,37 @@ async def test_pre_hook_timeout_vetoes_and_kills_its_process_group(tmp_path: Pat
     assert pid_gone(hook_pid)  # reaped by us
     # The grandchild was killed with the group; init reaps it.
     await wait_for(lambda: pid_gone(child_pid))
+
+
+def leaves_a_child(pids: Path, exit_code: int, stderr: str = "") -> list[str]:
+    """A hook that starts a background child (inheriting its stderr) and exits at once."""
+    return py(
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(str(child.pid))\n"
+        f"sys.stderr.write({stderr!r}); sys.stderr.flush()\n"
+        f"sys.exit({exit_code})\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "stderr", "expected"), [(0, "", None), (3, "change freeze\n", "change freeze")]
+)
+async def test_pre_hook_answers_when_it_exits_even_if_a_child_holds_its_stderr(
+    tmp_path: Path, exit_code: int, stderr: str, expected: str | None
+) -> None:
+    # Process.wait() waits for the pipes too: a hook that left a notification running in
+    # the background used to "time out", and a timeout vetoes the failover.
+    pids = tmp_path / "pids"
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        assert await Hooks(pre_timeout=20.0).pre(leaves_a_child(pids, exit_code, stderr), ENV) == (
+            expected
+        )
+        assert loop.time() - began < 10.0  # its answer, not the timeout's
+    finally:
+        os.kill(int(pids.read_text()), signal.SIGKILL)
 
 
 async def test_hooks_get_the_move_details_but_never_the_credentials(
