@@ -1097,6 +1097,16 @@ class OvhClient:
                 err = _from_exception(answer.error, "GET", "/auth/time", "/auth/time")
                 if type(err) is OvhTransientError:
                     err = _NotSentError(err.message, route=err.route, http_status=err.http_status)
+                elif isinstance(err, OvhNotFound):
+                    # No clock where the API should be: the endpoint is wrong. As a 404 it
+                    # would pass for the server or block the request was about.
+                    err = OvhPermanentError(
+                        f"{err.message}; api.endpoint ({self._api.endpoint}) does not look "
+                        "like the API's base URL (e.g. https://eu.api.ovh.com/1.0)",
+                        route=err.route,
+                        http_status=err.http_status,
+                        query_id=err.query_id,
+                    )
                 raise err from answer.error
             self._time_synced = True
 

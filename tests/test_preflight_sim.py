@@ -245,6 +245,21 @@ async def test_unreachable_api_one_line(
     assert "eligibility" not in out
 
 
+async def test_endpoint_without_the_api_path_is_one_line_not_missing_servers(
+    ovh_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base URL without its /1.0: every path answers 404, /auth/time first. That is a
+    wrong endpoint, not servers and blocks missing from the account."""
+    async with await start_simulator(build_inventory()) as sim:
+        path = policy_for(sim.root_url, tmp_path)
+        code, out, err = await check_online(path, capsys)
+    assert code == 1
+    assert "eligibility" not in out
+    assert len(err.splitlines()) == 1
+    assert err.startswith("failoverd: check-config --online: GET /auth/time: ")
+    assert f"api.endpoint ({sim.root_url}) does not look like the API's base URL" in err
+
+
 class CountingRecorder:
     """The Recorder part the adapter uses: one line per OVH request."""
 
