@@ -276,6 +276,7 @@ def _resolve_credentials(
 ) -> dict[str, str]:
     """Credentials from `given`, else the environment and ovh.conf (the library's lookup)."""
     section = api.endpoint if name.startswith("failoverd:") else name
+    absent = False  # api.config_file names no file
     if given is not None:
         found = {k: v for k, v in given.items() if k in CREDENTIAL_KEYS and v}
     else:
@@ -286,11 +287,10 @@ def _resolve_credentials(
                 # operator would be told there are no credentials in it.
                 with api.config_file.open(encoding="utf-8") as conf:
                     manager.config.read_file(conf, str(api.config_file))
-        except FileNotFoundError as exc:
-            raise OvhAuthError(
-                f"api.config_file {api.config_file}: no such file; "
-                + WHERE_CREDENTIALS_GO.format(section=section)
-            ) from exc
+        except FileNotFoundError:
+            # Said below only if a credential is missing: the environment wins over any
+            # file, and may hold them all (a rehearsal with a copy of the production policy).
+            absent = True
         except OSError as exc:
             raise OvhAuthError(
                 f"api.config_file {api.config_file}: {exc.strerror or type(exc).__name__}"
@@ -310,6 +310,8 @@ def _resolve_credentials(
     where = WHERE_CREDENTIALS_GO.format(section=section)
     signed = [k for k in CREDENTIAL_KEYS[:3] if k in found]
     oauth = [k for k in CREDENTIAL_KEYS[3:] if k in found]
+    if absent and len(signed) < 3 and len(oauth) < 2:
+        raise OvhAuthError(f"api.config_file {api.config_file}: no such file; {where}")
     if signed and oauth:
         raise OvhAuthError(
             "OVH credentials mix application keys and OAuth2 client credentials; use one "

@@ -111,6 +111,19 @@ async def test_missing_config_file_is_an_auth_error(
         OvhClient.from_policy(api)
 
 
+async def test_missing_config_file_is_no_matter_when_the_environment_has_them(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Rehearsing with a copy of the production policy (README): the simulator's
+    # credentials exported, api.config_file naming a file that only exists in production.
+    clean_env.setenv("OVH_APPLICATION_KEY", "ak")
+    clean_env.setenv("OVH_APPLICATION_SECRET", SECRET)
+    clean_env.setenv("OVH_CONSUMER_KEY", CK)
+    api = ApiPolicy(endpoint="ovh-eu", config_file=tmp_path / "absent.conf")
+    client = OvhClient.from_policy(api)
+    await client.close()
+
+
 def test_unreadable_config_file_says_so(clean_env: pytest.MonkeyPatch) -> None:
     # A root-only ovh.conf read by an operator's account: configparser would skip it
     # silently and the message would claim there are no credentials in it. A write-only
