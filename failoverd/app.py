@@ -35,15 +35,17 @@ bound (exit 1).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import configparser
 import contextlib
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -64,6 +66,7 @@ from failoverd.supervisor import Supervisor
 from failoverd.web import HttpApi, WebServer
 
 log = structlog.get_logger("failoverd.app")
+T = TypeVar("T")
 
 EX_OK, EX_FAIL = 0, 1
 # Shutdown stays inside systemd's TimeoutStopSec=30s: the supervisor gets 20 s to let a
@@ -78,6 +81,7 @@ MAIN_TICK = 1.0  # the main loop's heartbeat (watchdog pings, root task checks)
 MAIN_STALE = 10.0  # /healthz fails when the main loop has not ticked for this long
 SUPERVISOR_STALE = 30.0  # ... or the supervisor has not completed a cycle for this long
 STARTUP_GRACE = 60.0  # time the supervisor gets for its first cycle (journal, routing)
+ON_LOOP_TIMEOUT = 10.0  # a thread waiting for the loop (a scrape's snapshot) gives up then
 
 # Environment variables whose values must never be printed (registered with the logs).
 SECRET_ENV = ("OVH_APPLICATION_SECRET", "OVH_CONSUMER_KEY", "OVH_CLIENT_SECRET", "FAILOVERD_TOKEN")
@@ -289,7 +293,7 @@ class Daemon:
                 policy, api=api, health=monitor, journal=journal, recorder=metrics, hooks=hooks
             )
             self.supervisor = sup
-            metrics.bind_snapshot(sup.snapshot)
+            metrics.bind_snapshot(on_loop(sup.snapshot, loop))  # /metrics renders in a thread
             await monitor.start()
             cleanups.append(("health checks", monitor.stop))
             http = HttpApi(
@@ -515,6 +519,31 @@ class Daemon:
         p = self.policy
         mode = " (dry run)" if p.daemon.dry_run else ""
         return f"watching {len(p.groups)} groups, {len(p.servers)} servers on {url}{mode}"
+
+
+def on_loop(fn: Callable[[], T], loop: asyncio.AbstractEventLoop) -> Callable[[], T]:
+    """`fn` made callable from any thread: it always runs on `loop`'s thread.
+
+    The supervisor's state belongs to the loop; a scrape rendering in a worker thread
+    must not read it while the loop changes it. The loop answers between two callbacks.
+    """
+    loop_thread = threading.get_ident()
+
+    def call() -> T:
+        if threading.get_ident() == loop_thread:
+            return fn()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except Exception as exc:  # handed to the caller, in its thread
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=ON_LOOP_TIMEOUT)
+
+    return call
 
 
 def restart_only_changes(running: Policy, new: Policy) -> list[str]:

@@ -7,6 +7,7 @@ import gc
 import io
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,22 @@ async def test_start_up_heap_frozen_once_the_supervisor_cycled_and_thawed_on_exi
         assert await main == 0
         forever.cancel()
     assert gc.get_freeze_count() == 0  # the process (here: the test run) is left as it was
+
+
+async def test_on_loop_runs_the_function_on_the_loop_thread_from_any_thread() -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def snapshot() -> str:
+        seen.append(threading.get_ident())
+        return "snapshot"
+
+    def broken() -> str:
+        raise RuntimeError("engine bug")
+
+    get = app.on_loop(snapshot, loop)
+    assert await asyncio.to_thread(get) == "snapshot"  # as a scrape in a worker thread
+    assert get() == "snapshot"  # and directly on the loop
+    assert seen == [threading.get_ident()] * 2
+    with pytest.raises(RuntimeError, match="engine bug"):
+        await asyncio.to_thread(app.on_loop(broken, loop))
