@@ -108,6 +108,9 @@ GUARDS_KEYS = ("max_parallel_moves", "max_failovers", "mass_failure", "canaries"
 SERVER_KEYS = ("check", "checks", "require", "capacity")
 GROUP_KEYS = ("primary", "standbys", "blocks", "cooldown", "failback", "hooks")
 
+# Far above any real policy (10,000 servers take about 1 MiB).
+MAX_POLICY_BYTES = 16 * 2**20
+
 _YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = _YAML_TAG + "merge"
 # libyaml composes some 25 times faster than pure Python; both keep line marks.
@@ -140,9 +143,14 @@ class PolicyUnreadable(ConfigError):
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file. Raises ConfigError carrying every problem."""
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as f:
+            # Bounded: `-c` naming the wrong file (a log, /dev/zero) must not fill memory.
+            data = f.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyUnreadable(str(path), exc.strerror or str(exc)) from exc
+    if len(data) > MAX_POLICY_BYTES:
+        limit = f"{MAX_POLICY_BYTES // 2**20} MiB"
+        raise PolicyUnreadable(str(path), f"larger than {limit}; is it the policy file?")
     policy = parse_policy(data, str(path))
     return Policy(
         api=policy.api,

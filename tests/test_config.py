@@ -327,6 +327,19 @@ def test_unreadable_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
         assert "Permission denied" in capsys.readouterr().err
 
 
+def test_a_file_far_too_big_is_not_read_whole(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `-c` naming the wrong file (a log, a disk image, /dev/zero) must not fill the memory.
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)  # sparse: no disk used
+    assert main(["check-config", "-c", str(huge)]) == 78
+    assert capsys.readouterr().err == (
+        f"{huge}: cannot read the policy: larger than 16 MiB; is it the policy file?\n"
+    )
+
+
 def test_absurd_nesting_is_one_problem() -> None:
     for text in ("x-a: " + "[" * 2000 + "]" * 2000, "x-a: " + "{a: " * 2000 + "1" + "}" * 2000):
         assert problems(text) == ["p.yaml:1: the document is nested too deeply"]
