@@ -74,6 +74,14 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(to_jsonable(data), status=status, dumps=_dumps)
 
 
+async def large_json_response(data: Any) -> web.Response:
+    """`json_response` for answers that grow with the fleet (/status: ~0.1 s of CPU for
+    1,000 servers), encoded in a thread. `data` must be a value nothing changes: a
+    snapshot or a list of journal entries, built fresh for this request."""
+    body = await asyncio.to_thread(lambda: _dumps(to_jsonable(data)).encode())
+    return web.Response(body=body, content_type="application/json")
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
@@ -180,7 +188,7 @@ class HttpApi:
         return json_response({"ok": ok, "reason": reason}, status=200 if ok else 503)
 
     async def status(self, request: web.Request) -> web.Response:
-        return json_response(self.engine.snapshot())
+        return await large_json_response(self.engine.snapshot())
 
     async def history(self, request: web.Request) -> web.Response:
         unknown = set(request.query) - {"group", "limit"}
@@ -195,7 +203,7 @@ class HttpApi:
         if not 1 <= limit <= MAX_HISTORY:
             raise BadRequest(f"limit must be between 1 and {MAX_HISTORY}")
         entries = await self.engine.history(group, limit)
-        return json_response(entries)
+        return await large_json_response(entries)
 
     # ------------------------------------------------------------------ admin routes
 

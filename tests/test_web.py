@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 from asyncio.subprocess import PIPE
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from failoverd.errors import MoveRefused
 from failoverd.metrics import CONTENT_TYPE, Metrics
+from failoverd.model import HistoryEntry
 from failoverd.web import HttpApi, WebServer
 from tests.fixtures.daemon import TOKEN, FakeEngine, LiveApi
 
@@ -365,3 +367,25 @@ async def test_a_scrape_renders_off_the_loop() -> None:
     finally:
         release.set()
         await server.stop()
+
+
+async def test_status_and_history_are_encoded_off_the_loop(web_api: LiveApi) -> None:
+    # /status grows with the fleet (~0.1 s of CPU per 1,000 servers to encode), and
+    # `failoverd move` polls it twice a second: encoded in a thread, not on the loop.
+    threads: list[int] = []
+
+    class Probe:
+        def __str__(self) -> str:  # to_jsonable renders unknown values with str()
+            threads.append(threading.get_ident())
+            return "probe"
+
+    snap = web_api.engine.snap
+    web_api.engine.snap = replace(snap, taken_at=Probe())  # type: ignore[arg-type]
+    status, body = await call("GET", web_api.url + "/status")
+    assert (status, body["taken_at"]) == (200, "probe")
+    details: Any = {"p": Probe()}
+    web_api.engine.entries.append(HistoryEntry(1, 1.0, "web", "decision", "fine", None, details))
+    status, body = await call("GET", web_api.url + "/history")
+    assert (status, body[0]["details"]) == (200, {"p": "probe"})
+    assert len(threads) == 2
+    assert threading.get_ident() not in threads
