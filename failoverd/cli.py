@@ -7,6 +7,8 @@ No traceback reaches the user for an expected failure: those are FailoverdError.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,3 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `failoverd status | head`: the reader left. No traceback, and none either when
+        # the interpreter flushes stdout on exit.
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_FAIL

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -244,3 +247,25 @@ async def test_status_lists_moves_in_flight(web_api: LiveApi) -> None:
         "planned",
         "203.0.113.8/29",
     ]
+
+
+async def test_output_to_a_closed_pipe_is_not_a_traceback(web_api: LiveApi) -> None:
+    # `failoverd status | head -4`: the reader leaves before failoverd has written all.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "failoverd",
+            "status",
+            "--url",
+            web_api.url,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 1
+    assert err.decode() == ""
