@@ -20,6 +20,28 @@ DEFAULT_CONFIG = Path("/etc/failoverd/failoverd.yaml")
 EX_OK, EX_FAIL, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
 
 
+def _duration(text: str) -> str:
+    """A `--for` value, checked here so a typo is a usage error (exit 2), sent as typed."""
+    from failoverd.config import parse_duration
+
+    try:
+        if parse_duration(text) <= 0:
+            raise ValueError("must be more than zero")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: {exc}") from None
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failoverd",
@@ -55,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="the audit trail")
     with_daemon(p)
     p.add_argument("group", nargs="?", help="only this group")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N entries")
+    p.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N entries")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     p = sub.add_parser("move", help="manual switchover of a group")
@@ -69,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pause", help="stop automatic moves of a group")
     with_daemon(p)
     p.add_argument("group")
-    p.add_argument("--for", dest="duration", metavar="DURATION", help="expire after (10m, 2h)")
+    p.add_argument(
+        "--for", dest="duration", type=_duration, metavar="DURATION", help="expire after (10m, 2h)"
+    )
     p.add_argument("--reason", metavar="TEXT")
 
     p = sub.add_parser("resume", help="allow automatic moves of a group again")

@@ -24,3 +24,21 @@ def test_usage_error_exits_2() -> None:
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["pause", "web", "--for", "10 minutes"], "invalid duration '10 minutes'"),
+        (["pause", "web", "--for", "0s"], "must be more than zero"),
+        (["history", "--limit", "0"], "expected a whole number of 1 or more, not '0'"),
+        (["history", "--limit", "ten"], "expected a whole number of 1 or more, not 'ten'"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_any_request(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--url", "http://127.0.0.1:9"])  # nothing listens: never reached
+    assert exc.value.code == 2
+    assert said in capsys.readouterr().err

@@ -29,3 +29,12 @@ def test_declare_creates_every_counter_series_at_zero() -> None:
     group = next(iter(policy.groups))
     labels = {"group": group, "trigger": "auto", "result": "success"}
     assert reg.get_sample_value("failoverd_failovers_total", labels) == 1.0
+
+
+def test_exposition_has_no_created_samples() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.failover_done("web", "auto", "success")
+    metrics.check_done("ns1", "tcp", True, 0.01)
+    text = metrics.render().decode()
+    assert "failoverd_failovers_total" in text
+    assert "_created" not in text
