@@ -41,7 +41,7 @@ from failoverd.model import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: moves.force
 JOURNAL_FILE = "journal.sqlite3"
 LOCK_FILE = "lock"
 
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS moves (
     reason   TEXT NOT NULL,
     created  REAL NOT NULL,
     result   TEXT,               -- NULL while the move is open
-    finished REAL
+    finished REAL,
+    force    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS moves_open ON moves (result) WHERE result IS NULL;
 CREATE TABLE IF NOT EXISTS steps (
@@ -88,7 +89,26 @@ CREATE TABLE IF NOT EXISTS engine_state (
 );
 """
 
+# Columns by name: a journal migrated from version 1 has `force` last, a new one too, but
+# naming them keeps the reader independent of the order the columns were added in.
+_MOVE_SELECT = (
+    "SELECT id, grp, trigger, target, blocks, dry_run, reason, created, result, finished, force"
+    " FROM moves"
+)
+
 Details = Mapping[str, str | int | float | bool | None]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a journal written by an older failoverd up to SCHEMA_VERSION, in place.
+
+    `CREATE TABLE IF NOT EXISTS` leaves an existing table as it was, so columns added since
+    are added here. Version 1 had no `moves.force`: its moves were not forced as far as a
+    replay knows (the default), which is what that version did with them.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(moves)")}
+    if "force" not in columns:
+        conn.execute("ALTER TABLE moves ADD COLUMN force INTEGER NOT NULL DEFAULT 0")
 
 
 class JournalError(FailoverdError):
@@ -130,6 +150,7 @@ class Journal:
                     f"failoverd understands ({SCHEMA_VERSION})"
                 )
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
@@ -165,8 +186,9 @@ class Journal:
     async def create_move(self, move: JournaledMove) -> None:
         statements: list[tuple[str, tuple[Any, ...]]] = [
             (
-                "INSERT INTO moves (id, grp, trigger, target, blocks, dry_run, reason, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO moves"
+                " (id, grp, trigger, target, blocks, dry_run, reason, created, force)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     move.move_id,
                     move.group,
@@ -176,6 +198,7 @@ class Journal:
                     int(move.dry_run),
                     move.reason,
                     move.created,
+                    int(move.force),
                 ),
             )
         ]
@@ -193,6 +216,7 @@ class Journal:
                     "target": move.target,
                     "blocks": " ".join(move.blocks),
                     "dry_run": move.dry_run,
+                    "force": move.force,
                 },
             )
         )
@@ -256,7 +280,7 @@ class Journal:
         def read() -> list[JournaledMove]:
             rows = (
                 self._db()
-                .execute("SELECT * FROM moves WHERE result IS NULL ORDER BY created, id")
+                .execute(_MOVE_SELECT + " WHERE result IS NULL ORDER BY created, id")
                 .fetchall()
             )
             return [self._move(row) for row in rows]
@@ -265,7 +289,7 @@ class Journal:
 
     async def get_move(self, move_id: str) -> JournaledMove | None:
         def read() -> JournaledMove | None:
-            row = self._db().execute("SELECT * FROM moves WHERE id = ?", (move_id,)).fetchone()
+            row = self._db().execute(_MOVE_SELECT + " WHERE id = ?", (move_id,)).fetchone()
             return self._move(row) if row is not None else None
 
         return await self._run(read)
@@ -274,7 +298,7 @@ class Journal:
         """Every move (of `group`), oldest first — for tests and tooling."""
 
         def read() -> list[JournaledMove]:
-            sql = "SELECT * FROM moves"
+            sql = _MOVE_SELECT
             params: tuple[Any, ...] = ()
             if group is not None:
                 sql += " WHERE grp = ?"
@@ -302,7 +326,19 @@ class Journal:
         return await self._run(read)
 
     def _move(self, row: tuple[Any, ...]) -> JournaledMove:
-        move_id, group, trigger, target, blocks, dry_run, reason, created, result, finished = row
+        (
+            move_id,
+            group,
+            trigger,
+            target,
+            blocks,
+            dry_run,
+            reason,
+            created,
+            result,
+            finished,
+            force,
+        ) = row
         latest: dict[tuple[str, str], BlockStep] = {}
         known: dict[tuple[str, str], tuple[int | None, str | None]] = {}
         for srow in self._db().execute(
@@ -338,6 +374,7 @@ class Journal:
             result=result,
             finished=finished,
             steps=tuple(latest.values()),
+            force=bool(force),
         )
 
     # ------------------------------------------------------------------ history

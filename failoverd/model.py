@@ -271,6 +271,7 @@ class JournaledMove:
     result: str | None = None  # success | partial | failed | abandoned | vetoed; None = open
     finished: float | None = None
     steps: tuple[BlockStep, ...] = ()  # latest step per (block, target), oldest first
+    force: bool = False  # an operator's --force: the move's retries after a restart keep it
 
 
 @dataclass(frozen=True)

@@ -757,6 +757,7 @@ class Supervisor:
                 dry_run=flight.dry_run,
                 created=flight.started_at,
                 reason=flight.reason,
+                force=flight.force,
             )
         )
         if flight.dry_run:
@@ -1352,6 +1353,7 @@ class Supervisor:
                 started_loop=loop.time(),
                 source=None,
                 routing_at_start=MappingProxyType({}),
+                force=move.force,  # its retries after the restart are as forced as before
                 phase="recovering",
                 sent=True,
                 moved=moved,
@@ -1373,6 +1375,7 @@ class Supervisor:
                 at=now,
                 group=move.group,
                 move_id=move.move_id,
+                details={"force": flight.force},
             )
             flight.task = loop.create_task(
                 self._execute(

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from failoverd.errors import AlreadyRunning
-from failoverd.journal import Journal, JournalError, StateDirLock
+from failoverd.journal import JOURNAL_FILE, SCHEMA_VERSION, Journal, JournalError, StateDirLock
 from failoverd.model import JournaledMove, PersistedGroup, PersistedState
 
 
@@ -68,6 +70,67 @@ async def test_move_steps_are_followed_to_the_latest_with_task_id_carried(tmp_pa
     assert finished is not None
     assert (finished.result, finished.finished) == ("partial", 1010.0)
     await journal.close()
+
+
+# The schema failoverd wrote before moves.force existed (user_version 1), as it was.
+_SCHEMA_V1 = """
+CREATE TABLE moves (
+    id TEXT PRIMARY KEY, grp TEXT NOT NULL, trigger TEXT NOT NULL, target TEXT NOT NULL,
+    blocks TEXT NOT NULL, dry_run INTEGER NOT NULL, reason TEXT NOT NULL, created REAL NOT NULL,
+    result TEXT, finished REAL
+);
+CREATE INDEX moves_open ON moves (result) WHERE result IS NULL;
+CREATE TABLE steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, move_id TEXT NOT NULL REFERENCES moves (id),
+    block TEXT NOT NULL, target TEXT NOT NULL, step TEXT NOT NULL, task_id INTEGER, via TEXT,
+    reason TEXT, at REAL NOT NULL
+);
+CREATE INDEX steps_move ON steps (move_id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, grp TEXT, kind TEXT NOT NULL,
+    message TEXT NOT NULL, move_id TEXT, details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_grp ON events (grp, id);
+CREATE TABLE engine_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL, saved REAL NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_forced_move_keeps_force_and_an_old_journal_is_upgraded(tmp_path: Path) -> None:
+    # A journal left by the previous version, with a move still open in it.
+    old = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    old.executescript(_SCHEMA_V1)
+    old.execute(
+        "INSERT INTO moves (id, grp, trigger, target, blocks, dry_run, reason, created)"
+        " VALUES ('m0', 'web', 'auto', 'ns2', '[\"203.0.113.8/29\"]', 0, 'primary down', 1.0)"
+    )
+    old.commit()
+    old.close()
+
+    journal = Journal.open(tmp_path)
+    (kept,) = await journal.unfinished_moves()
+    assert (kept.move_id, kept.blocks, kept.force) == ("m0", ("203.0.113.8/29",), False)
+    await journal.create_move(replace(_move("m1", created=2.0), trigger="manual", force=True))
+    await journal.create_move(_move("m2", created=3.0))
+    await journal.close()
+
+    reopened = Journal.open(tmp_path)
+    assert [(m.move_id, m.force) for m in await reopened.moves("web")] == [
+        ("m0", False),
+        ("m1", True),
+        ("m2", False),
+    ]
+    forced = await reopened.get_move("m1")
+    assert forced is not None
+    assert (forced.trigger, forced.force) == ("manual", True)
+    history = await reopened.history("web", 10)
+    assert [e.details.get("force") for e in history if e.kind == "move"] == [True, False]
+    await reopened.close()
+    check = sqlite3.connect(tmp_path / JOURNAL_FILE)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    check.close()
 
 
 async def test_history_is_per_group_newest_limited_and_oldest_first(tmp_path: Path) -> None:

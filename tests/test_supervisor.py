@@ -91,7 +91,7 @@ async def test_manual_move_goes_through_the_safety_path(
 
     move = await w.journal.get_move(accepted.move_id)
     assert move is not None
-    assert (move.trigger, move.result) == ("manual", "success")
+    assert (move.trigger, move.result, move.force) == ("manual", "success", False)
     # Manual: the primary is up, yet nothing moves back by itself.
     with pytest.raises(MoveRefused) as refused:
         await sup.request_move("web", to="ns1", force=False, dry_run=False)
@@ -99,7 +99,9 @@ async def test_manual_move_goes_through_the_safety_path(
     assert "in cooldown" in str(refused.value)
     forced = await sup.request_move("web", to="ns1", force=True, dry_run=False)
     await w.until(lambda: w.routing(B1) == "ns1" and w.idle())
-    assert (await w.journal.get_move(forced.move_id)).result == "success"  # type: ignore[union-attr]
+    forced_move = await w.journal.get_move(forced.move_id)
+    assert forced_move is not None
+    assert (forced_move.result, forced_move.force) == ("success", True)  # journaled as forced
     assert [m["to"] for m in w.moves(B1)] == ["ns2", "ns1"]
     assert (
         w.metric("failoverd_failovers_total", group="web", trigger="manual", result="success") == 2
@@ -369,3 +371,31 @@ async def test_an_automatic_move_followed_after_a_restart_counts_for_max_failove
     (done,) = await w.journal.moves("web")
     assert done.result == "success"
     assert len(w.moves(B1)) == 1, "followed, never submitted again"
+
+
+async def test_a_forced_move_followed_after_a_restart_stays_forced(
+    tmp_path: Path, http_server_factory: Factory, worlds: list[World]
+) -> None:
+    w = await make_world(tmp_path, http_server_factory, SERVERS, [WEB], start=False)
+    worlds.append(w)
+    # The last run submitted B1 of an operator's forced move and died before sending B2.
+    state = w.sim.state
+    task = state.submit(state.block(B1), state.dedicated("ns3"), "dedicated", "ipMove")
+    now = time.time()
+    move = JournaledMove(
+        "m-1", "web", "manual", "ns3", (B1, B2), False, now, "operator: move web to ns3", force=True
+    )
+    await w.journal.create_move(move)
+    await w.journal.step(
+        "m-1", B1, "ns3", "submitted", at=now, task_id=task.task_id, via="dedicated"
+    )
+
+    await w.start_supervisor()
+    await w.until(lambda: w.routing(B1) == "ns3" and w.routing(B2) == "ns3" and w.idle())
+    done = await w.journal.get_move("m-1")
+    assert done is not None
+    assert (done.result, done.force) == ("success", True)
+    assert len(w.moves(B1)) == 1, "followed, never submitted again"
+    # The replayed flight took its force from the journal: its retries are forced too.
+    (replay,) = [e for e in await w.supervisor.history("web", 50) if e.kind == "replay"]
+    assert replay.details == {"force": True}
