@@ -937,7 +937,7 @@ class Supervisor:
                 pending = retry
             if not pending or flight.trigger == "failback" or self._stopping:
                 break
-            plan = self._next_candidate(flight, pending, local, tried)
+            plan = await self._next_candidate(flight, pending, local, tried)
             if plan is None:
                 break
             nxt, planned = plan.target, plan.reason
@@ -951,7 +951,7 @@ class Supervisor:
             flight.target = nxt
             self._mark_moving(flight, self._wall())
 
-    def _next_candidate(
+    async def _next_candidate(
         self,
         flight: _Flight,
         pending: list[str],
@@ -961,7 +961,9 @@ class Supervisor:
         """The core's next choice for the blocks left (SPEC §5.4, partial failover).
 
         Only those blocks need a home (the ones already moved stay where they are), targets
-        already tried are skipped, and what failed is known as ineligible.
+        already tried are skipped, and what failed is known as ineligible. When there is no
+        other candidate, the core's sentence goes to the history too: it is why the move
+        ends partial or failed, and `failoverd history` must say so.
         """
         group = self._policy.groups.get(flight.group)
         if group is None:  # removed by a reload while the move ran
@@ -995,6 +997,14 @@ class Supervisor:
                 group=flight.group,
                 move_id=flight.move_id,
                 reason=plan.message,
+            )
+            await self._journal.record(
+                "blocked",
+                plan.message,
+                at=self._wall(),
+                group=flight.group,
+                move_id=flight.move_id,
+                details={"reason": plan.reason},
             )
             return None
         return plan

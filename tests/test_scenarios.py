@@ -356,3 +356,31 @@ async def test_a_failed_block_goes_to_a_standby_that_only_needs_to_take_that_blo
     (finish,) = [e for e in history if e.kind == "move" and e.details.get("result") == "partial"]
     assert f"({B1} to ns2, {B2} to ns3)" in finish.message
     assert f"{B2} failed on ns2: " in finish.message
+
+
+async def test_a_block_no_standby_could_take_is_told_in_the_history(
+    tmp_path: Path, http_server_factory: Callable[..., Awaitable[Any]], worlds: list[World]
+) -> None:
+    # B2's task fails on ns2, then on ns3: no standby is left for it.
+    w = await web_world(
+        tmp_path,
+        http_server_factory,
+        worlds,
+        Fault(kind="task", block=B2, count=2, task_status="ovhError", comment="router unreachable"),
+    )
+    w.kill("ns1")
+    await w.until(lambda: len(w.moves(B2)) == 2 and w.idle())
+
+    assert (w.routing(B1), w.routing(B2)) == ("ns2", "ns1")
+    assert [m["to"] for m in w.moves(B2)] == ["ns2", "ns3"]
+    (move,) = await w.journal.moves("web")
+    assert move.result == "partial"
+    history = await w.supervisor.history("web", 50)
+    (blocked,) = [e for e in history if e.kind == "blocked"]
+    assert blocked.message == (
+        f"ns3 did not take {B2}; no other eligible standby for web: no other server"
+    )
+    assert (blocked.move_id, blocked.details) == (move.move_id, {"reason": "no_eligible_target"})
+    # Told before the move's end, where `failoverd history` reads it in order.
+    (finish,) = [e for e in history if e.kind == "move" and e.details.get("result") == "partial"]
+    assert blocked.id < finish.id
