@@ -236,8 +236,12 @@ async def test_stop_lets_a_submission_reach_its_task_id_then_a_restart_follows_i
     await asyncio.wait_for(w.task, 10)
 
     (move,) = await w.journal.unfinished_moves()
-    submitted = {s.block: s.task_id for s in move.steps if s.step == "submitted"}
-    assert set(submitted) == {B1, B2}  # both POSTs reached their task id before the exit
+    # Both POSTs reached their task id before the exit. The adapter sends one request at a
+    # time, so the first block's task may even have finished while the second POST was slow.
+    submitted = {
+        s.block: s.task_id for s in move.steps if s.step in ("submitted", "task_done", "verified")
+    }
+    assert set(submitted) == {B1, B2}
     assert all(isinstance(t, int) for t in submitted.values())
 
     # A new engine on the same journal follows the tasks; nothing is sent again.
