@@ -998,6 +998,7 @@ class Supervisor:
                 move_id=flight.move_id,
                 reason=plan.message,
             )
+            self._recorder.failover_blocked(flight.group, plan.reason)
             await self._journal.record(
                 "blocked",
                 plan.message,

@@ -384,3 +384,6 @@ async def test_a_block_no_standby_could_take_is_told_in_the_history(
     # Told before the move's end, where `failoverd history` reads it in order.
     (finish,) = [e for e in history if e.kind == "move" and e.details.get("result") == "partial"]
     assert blocked.id < finish.id
+    # ...and counted, so the "no eligible target" alert sees it too.
+    blocked_total = "failoverd_failovers_blocked_total"
+    assert w.metric(blocked_total, group="web", reason="no_eligible_target") == 1
