@@ -495,17 +495,8 @@ class OvhClient:
                 "interoperate)",
             )
         if info.kind == "dedicated":
-            route = "/dedicated/server/{serviceName}/ipCanBeMovedTo"
-            path = f"/dedicated/server/{quote(target, safe='')}/ipCanBeMovedTo"
             try:
-                await self._call(
-                    "GET",
-                    route,
-                    path,
-                    params={"ip": block_str(block)},
-                    priority=prio,
-                    deadline=deadline,
-                )
+                await self._ask_can_be_moved_to(block, target, prio, deadline)
             except (OvhAuthError, OvhNotFound):
                 raise
             except OvhPermanentError as exc:
@@ -720,6 +711,19 @@ class OvhClient:
         extra = f"; last error: {cause}" if isinstance(cause, OvhError) else ""
         return DeadlineExceeded(f"{what} not verified by its deadline ({seen}{extra})")
 
+    async def _ask_can_be_moved_to(
+        self, block: Block, target: str, priority: Priority, deadline: float
+    ) -> None:
+        """GET ipCanBeMovedTo: returns when OVH allows the move, raises its refusal otherwise."""
+        await self._call(
+            "GET",
+            "/dedicated/server/{serviceName}/ipCanBeMovedTo",
+            f"/dedicated/server/{quote(target, safe='')}/ipCanBeMovedTo",
+            params={"ip": block_str(block)},
+            priority=priority,
+            deadline=deadline,
+        )
+
     def _explain_refusal(self, info: ServiceInfo, message: str) -> str:
         if _ABOUT_VMACS.search(message) and not info.vmac_supported and info.name not in message:
             # OVH's words may not say which side lacks what: say it.
@@ -900,14 +904,7 @@ class OvhClient:
         if not candidates:
             return None
         try:
-            await self._call(
-                "GET",
-                "/dedicated/server/{serviceName}/ipCanBeMovedTo",
-                f"/dedicated/server/{seg}/ipCanBeMovedTo",
-                params={"ip": block_str(block)},
-                priority=priority,
-                deadline=deadline,
-            )
+            await self._ask_can_be_moved_to(block, target, priority, deadline)
         except (OvhAuthError, OvhNotFound):
             raise
         except OvhPermanentError as exc:
