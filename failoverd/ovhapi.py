@@ -338,6 +338,11 @@ def _resolve_credentials(
 # --------------------------------------------------------------------------- helpers
 
 
+def _ovh_words(exc: OvhError) -> str:
+    """OVH's own message, without our "GET /path: " prefix."""
+    return exc.message.partition(": ")[2] or exc.message
+
+
 def _quoted(block: Block) -> str:
     """A block as one path segment: ``203.0.113.8%2F29`` (OVH routes on the raw path)."""
     return quote(block_str(block), safe="")
@@ -495,14 +500,9 @@ class OvhClient:
                 "interoperate)",
             )
         if info.kind == "dedicated":
-            try:
-                await self._ask_can_be_moved_to(block, target, prio, deadline)
-            except (OvhAuthError, OvhNotFound):
-                raise
-            except OvhPermanentError as exc:
-                # OVH's own words, without our "GET /path: " prefix.
-                said = exc.message.partition(": ")[2] or exc.message
-                return Eligibility(False, self._explain_refusal(info, said))
+            refusal = await self._ask_can_be_moved_to(block, target, prio, deadline)
+            if refusal is not None:
+                return Eligibility(False, self._explain_refusal(info, _ovh_words(refusal)))
             return Eligibility(True, "eligible")
         # A VPS: only the destination list of the block says whether it may go there.
         if block.prefixlen != block.max_prefixlen:
@@ -713,16 +713,26 @@ class OvhClient:
 
     async def _ask_can_be_moved_to(
         self, block: Block, target: str, priority: Priority, deadline: float
-    ) -> None:
-        """GET ipCanBeMovedTo: returns when OVH allows the move, raises its refusal otherwise."""
-        await self._call(
-            "GET",
-            "/dedicated/server/{serviceName}/ipCanBeMovedTo",
-            f"/dedicated/server/{quote(target, safe='')}/ipCanBeMovedTo",
-            params={"ip": block_str(block)},
-            priority=priority,
-            deadline=deadline,
-        )
+    ) -> OvhPermanentError | None:
+        """GET ipCanBeMovedTo: None when OVH allows the move, else OVH's refusal.
+
+        Missing credentials or an unknown server/block are not a refusal of this move: they
+        are raised, like transient errors once the deadline is spent.
+        """
+        try:
+            await self._call(
+                "GET",
+                "/dedicated/server/{serviceName}/ipCanBeMovedTo",
+                f"/dedicated/server/{quote(target, safe='')}/ipCanBeMovedTo",
+                params={"ip": block_str(block)},
+                priority=priority,
+                deadline=deadline,
+            )
+        except (OvhAuthError, OvhNotFound):
+            raise
+        except OvhPermanentError as exc:
+            return exc
+        return None
 
     def _explain_refusal(self, info: ServiceInfo, message: str) -> str:
         if _ABOUT_VMACS.search(message) and not info.vmac_supported and info.name not in message:
@@ -903,12 +913,9 @@ class OvhClient:
                 candidates.append(task_id)
         if not candidates:
             return None
-        try:
-            await self._ask_can_be_moved_to(block, target, priority, deadline)
-        except (OvhAuthError, OvhNotFound):
-            raise
-        except OvhPermanentError as exc:
-            said = exc.message.partition(": ")[2] or exc.message
+        exc = await self._ask_can_be_moved_to(block, target, priority, deadline)
+        if exc is not None:
+            said = _ovh_words(exc)
             if "TaskAlreadyExists" in (exc.error_class or "") or "pending" in said:
                 # OVH's refusal may name the pending task: prefer that to a guess.
                 text = said.replace(block_str(block), " ").replace(address, " ")
