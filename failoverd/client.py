@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from failoverd.config import format_duration, load_policy
 from failoverd.errors import ConfigError, FailoverdError
-from failoverd.policy import DaemonPolicy, Policy
+from failoverd.policy import DaemonPolicy, Policy, host_port
 
 REQUEST_TIMEOUT = 10.0
 POLL_INTERVAL = 0.5  # seconds between progress polls of a move
@@ -136,9 +136,7 @@ def connect_url(daemon: DaemonPolicy) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{daemon.listen_port}"
+    return f"http://{host_port(host, daemon.listen_port)}"
 
 
 def read_token(policy: Policy | None, environ: Mapping[str, str]) -> str | None:

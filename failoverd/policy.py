@@ -16,6 +16,11 @@ from typing import Literal
 Block = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:9877``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def block_str(block: Block) -> str:
     """The canonical text of a block, always with its prefix length (``198.51.100.7/32``)."""
     return block.with_prefixlen
@@ -141,8 +146,7 @@ class DaemonPolicy:
 
     @property
     def listen(self) -> str:
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"{host}:{self.listen_port}"
+        return host_port(self.listen_host, self.listen_port)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from aiohttp import http_exceptions, web
 from failoverd.config import parse_duration
 from failoverd.errors import FailoverdError, MoveRefused, UnknownGroup
 from failoverd.metrics import CONTENT_TYPE
+from failoverd.policy import host_port
 from failoverd.ports import Engine
 
 log = structlog.get_logger("failoverd.web")
@@ -399,5 +400,4 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host_port(self.host, self.port)}"

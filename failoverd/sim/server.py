@@ -65,6 +65,7 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from failoverd.errors import ConfigError, FailoverdError
+from failoverd.policy import host_port
 from failoverd.sim.inventory import (
     Fault,
     Inventory,
@@ -1105,8 +1106,7 @@ class RunningSimulator:
         self.state = state
         self.host = host
         self.port = port
-        netloc = f"[{host}]" if ":" in host else host
-        self.root_url = f"http://{netloc}:{port}"
+        self.root_url = f"http://{host_port(host, port)}"
         self.base_url = f"{self.root_url}/1.0"
         self.endpoint_name = f"failoverd-sim-{port}"
 
